@@ -1,0 +1,1 @@
+"""Core's own components. They register through the same hooks as any third-party plugin."""

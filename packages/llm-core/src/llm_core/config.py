@@ -1,0 +1,322 @@
+"""Typed configs and recipes: loading (TOML / YAML), ``--set`` overrides and whole-recipe validation.
+
+A recipe file looks like::
+
+    name = "demo"            # metadata
+    seed = 0
+    [executor]               # shared settings: where sharded work runs
+    kind = "local"
+    workers = 2
+    [settings]               # defaults for any stage option of the same name
+    seq_len = 256
+    [[stages]]
+    name = "generate"        # reserved keys: name, kind, inputs, seed, executor, description
+    kind = "synthetic_text"
+    num_docs = 1000          # every other key is an option of the stage kind
+
+Validation never stops at the first problem: it reports all of them, each with a dotted path.
+"""
+
+from __future__ import annotations
+
+import copy
+import graphlib
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llm_core.errors import RecipeError, close_matches
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llm_core.registry import Registries
+
+
+class Config(BaseModel):
+    """Base of every component config: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExecutorSpec(Config):
+    kind: str = "local"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageSpec(Config):
+    name: str
+    kind: str
+    inputs: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+    executor: ExecutorSpec | None = None
+    description: str = ""
+
+
+class Recipe(Config):
+    name: str
+    description: str = ""
+    seed: int = 0
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    stages: list[StageSpec]
+    base_dir: str = "."  # folder of the recipe file: relative input paths resolve against it
+
+    def stage(self, name: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+STAGE_RESERVED = ("name", "kind", "inputs", "seed", "executor", "description")
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Any]:
+    """Read a recipe into plain data (validation comes later, so that every problem is seen)."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError([f"{path}: no such file"], source=str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, Exception) as exc:  # yaml errors share no base we can name
+        raise RecipeError([f"cannot parse: {exc}"], source=str(path)) from exc
+    if not isinstance(data, dict):
+        raise RecipeError(["the top level must be a table of keys"], source=str(path))
+    data.setdefault("base_dir", str(path.resolve().parent))
+    data.setdefault("name", path.stem)
+    return data
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """``stages.sft.lr=1e-4`` -> (``stages.sft.lr``, 0.0001). Values parse as TOML, else string."""
+    if "=" not in assignment:
+        raise RecipeError([f"--set {assignment!r}: expected KEY=VALUE, e.g. stages.sft.lr=1e-4"])
+    key, raw = assignment.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(data: dict[str, Any], assignments: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--set`` assignments; ``stages.NAME.KEY`` addresses a stage by its name."""
+    data = copy.deepcopy(data)
+    problems = []
+    for assignment in assignments:
+        key, value = parse_override(assignment)
+        parts = key.split(".")
+        target: Any = data
+        if parts[0] == "stages" and len(parts) >= 3:
+            stages = data.get("stages") or []
+            names = [s.get("name") for s in stages if isinstance(s, dict)]
+            if parts[1] not in names:
+                hint = close_matches(parts[1], names)
+                problems.append(f"--set {key}: no stage named {parts[1]!r}"
+                                + (f"; did you mean {hint[0]!r}?" if hint else f"; stages: {names}"))
+                continue
+            target = stages[names.index(parts[1])]
+            parts = parts[2:]
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                problems.append(f"--set {key}: {part!r} is not a table")
+                break
+        else:
+            target[parts[-1]] = value
+    if problems:
+        raise RecipeError(problems, source="--set")
+    return data
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def _split_options(raw: Any, reserved: Sequence[str]) -> Any:
+    """Move every non-reserved key of a table under ``options`` (stages and executors are flat)."""
+    if not isinstance(raw, dict):
+        return raw
+    out = {k: v for k, v in raw.items() if k in reserved}
+    out["options"] = {k: v for k, v in raw.items() if k not in reserved}
+    if "executor" in out:
+        out["executor"] = _split_options(out["executor"], ("kind",))
+    return out
+
+
+def _loc(parts: Sequence[Any]) -> str:
+    return ".".join(str(p) for p in parts)
+
+
+def _pydantic_problems(exc: ValidationError, prefix: str, fields: Sequence[str] = ()) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        path = _loc([prefix, *err["loc"]]) if prefix else _loc(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            hint = close_matches(str(err["loc"][-1]), fields)
+            msg = "unknown option" + (f"; did you mean {hint[0]!r}?" if hint else
+                                      (f"; valid options: {', '.join(fields)}" if fields else ""))
+        elif err["type"] in ("literal_error", "enum") and "expected" in err.get("ctx", {}):
+            msg = f"{msg} (got {err.get('input')!r})"
+        elif "input" in err and err["type"] != "missing":
+            msg = f"{msg} (got {err['input']!r})"
+        problems.append(f"{path}: {msg}")
+    return problems
+
+
+def validate_recipe(data: Mapping[str, Any], registries: Registries, host: Any = None) -> Recipe:
+    """Validate a whole recipe, raising :class:`RecipeError` listing every problem found."""
+    data = dict(data)
+    raw_stages = data.get("stages")
+    if isinstance(raw_stages, list):
+        data["stages"] = [_split_options(s, STAGE_RESERVED) for s in raw_stages]
+    if "executor" in data:
+        data["executor"] = _split_options(data["executor"], ("kind",))
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(_pydantic_problems(exc, "", list(Recipe.model_fields))) from None
+
+    problems: list[str] = []
+    names = [s.name for s in recipe.stages]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"stages.{dup}: the name is used by {names.count(dup)} stages; names must be unique")
+    if not recipe.stages:
+        problems.append("stages: a recipe needs at least one stage")
+    problems += _check_executor(recipe.executor, "executor", registries)
+
+    for spec in recipe.stages:
+        where = f"stages.{spec.name}"
+        if spec.executor is not None:
+            problems += _check_executor(spec.executor, f"{where}.executor", registries)
+        if spec.kind not in registries.stages:
+            hint = close_matches(spec.kind, registries.stages.names())
+            problems.append(
+                f"{where}.kind: unknown stage kind {spec.kind!r}"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + f" Registered stage kinds: {', '.join(registries.stages.names()) or '(none)'}")
+            broken = registries.stages.broken_plugins
+            if broken:
+                problems[-1] += " (plugins that failed to load: " + ", ".join(broken) + ")"
+            continue
+        entry = registries.stages.get(spec.kind)
+        options = stage_options(recipe, spec, entry)
+        try:
+            entry.parse(options)
+        except ValidationError as exc:
+            fields = list(entry.config.model_fields) if entry.config else []
+            problems += _pydantic_problems(exc, where, fields)
+        except TypeError as exc:
+            problems.append(f"{where}: {exc}")
+        problems += _check_inputs(recipe, spec, entry)
+
+    problems += _check_cycles(recipe)
+    if host is not None:
+        problems += host.validate_pipeline(recipe, registries)
+    if problems:
+        raise RecipeError(problems, source=f"recipe {recipe.name!r}")
+    return recipe
+
+
+def stage_options(recipe: Recipe, spec: StageSpec, entry: Any) -> dict[str, Any]:
+    """A stage's options with the recipe's shared settings filled in where the config has them."""
+    options = dict(spec.options)
+    if entry.config is not None:
+        for key, value in recipe.settings.items():
+            if key in entry.config.model_fields and key not in options:
+                options[key] = value
+    return options
+
+
+def check_component(registry: Any, name: str, options: Mapping[str, Any], where: str) -> list[str]:
+    """Problems with one named component and its options: unknown name, bad or unknown options."""
+    if name not in registry:
+        hint = close_matches(name, registry.names())
+        problem = (f"{where}: unknown {registry.kind[:-1].replace('_', ' ')} {name!r}"
+                   + (f"; did you mean {hint[0]!r}?" if hint else "")
+                   + f" Registered: {', '.join(registry.names()) or '(none)'}")
+        if registry.broken_plugins:
+            problem += " (plugins that failed to load: " + ", ".join(registry.broken_plugins) + ")"
+        return [problem]
+    entry = registry.get(name)
+    try:
+        entry.parse(options)
+    except ValidationError as exc:
+        return _pydantic_problems(exc, where, list(entry.config.model_fields) if entry.config else [])
+    except TypeError as exc:
+        return [f"{where}: {exc}"]
+    return []
+
+
+def _check_executor(spec: ExecutorSpec, where: str, registries: Registries) -> list[str]:
+    return check_component(registries.executors, spec.kind, spec.options, where)
+
+
+def _check_inputs(recipe: Recipe, spec: StageSpec, entry: Any) -> list[str]:
+    from llm_core.artifacts import resolve_input_ref
+
+    where = f"stages.{spec.name}.inputs"
+    problems = []
+    for required in entry.inputs:
+        if required not in spec.inputs:
+            problems.append(f"{where}.{required}: missing required input {required!r} of stage kind "
+                            f"{spec.kind!r}; add inputs = {{ {required} = \"<stage name or path>\" }}")
+    declared = set(entry.inputs) | set(entry.optional_inputs)
+    stage_names = [s.name for s in recipe.stages]
+    for name, ref in spec.inputs.items():
+        if declared and "*" not in declared and name not in declared:
+            hint = close_matches(name, declared)
+            problems.append(f"{where}.{name}: stage kind {spec.kind!r} takes no input {name!r}"
+                            + (f"; did you mean {hint[0]!r}?" if hint else f"; it takes {sorted(declared)}"))
+        resolved = resolve_input_ref(ref, stage_names, recipe.base_dir)
+        if resolved.stage == spec.name:
+            problems.append(f"{where}.{name}: a stage cannot read its own output")
+        elif resolved.stage is None and not resolved.exists():
+            hint = close_matches(ref.split("/")[0], stage_names)
+            problems.append(f"{where}.{name}: {ref!r} is neither a stage of this recipe nor an existing "
+                            "path" + (f"; did you mean stage {hint[0]!r}?" if hint else ""))
+    return problems
+
+
+def _check_cycles(recipe: Recipe) -> list[str]:
+    try:
+        stage_order(recipe)
+    except graphlib.CycleError as exc:
+        return [f"stages: the inputs form a cycle: {' -> '.join(exc.args[1])}"]
+    return []
+
+
+def stage_order(recipe: Recipe) -> list[StageSpec]:
+    """Stages in dependency order; among independent stages, the order of the file."""
+    from llm_core.artifacts import resolve_input_ref
+
+    names = [s.name for s in recipe.stages]
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for spec in recipe.stages:
+        deps = []
+        for ref in spec.inputs.values():
+            stage = resolve_input_ref(ref, names, recipe.base_dir).stage
+            if stage is not None and stage != spec.name:
+                deps.append(stage)
+        sorter.add(spec.name, *deps)
+    sorter.prepare()
+    position = {n: i for i, n in enumerate(names)}
+    ordered: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=position.__getitem__)
+        ordered.extend(ready)
+        sorter.done(*ready)
+    by_name = {s.name: s for s in recipe.stages}
+    return [by_name[n] for n in ordered]

@@ -1,0 +1,1 @@
+"""Executors map a function over shards: ``local`` (process pool) and ``ray`` (optional extra)."""

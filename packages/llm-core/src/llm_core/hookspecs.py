@@ -1,0 +1,156 @@
+"""Every hook a plugin may implement, grouped by phase. These docstrings are the plugin API docs.
+
+A plugin is a module (named by an entry point in the ``llmt`` group) holding functions decorated
+with ``llm_core.hookimpl`` whose names match the specs below. A function whose name matches no
+spec is an error: the plugin is reported broken, so a typo cannot pass silently.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llm_core.config import Recipe
+    from llm_core.registry import Registry, Registries
+    from llm_core.stage import StageContext
+    from llm_core.types import StageResult
+
+PROJECT = "llmt"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+# --- Registration: called once, on first use of the registries. Each receives the registry of
+# --- its kind and calls ``registry.add(...)``. Return None.
+
+
+@hookspec
+def register_readers(registry: Registry) -> None:
+    """Register readers: ``factory(**options)`` returns a ``Reader`` that streams documents from
+    one file (JSONL, Parquet...). Called once when registries are first used. Return None."""
+
+
+@hookspec
+def register_writers(registry: Registry) -> None:
+    """Register writers: ``factory(**options)`` returns a ``Writer`` that writes documents to one
+    file atomically. Called once when registries are first used. Return None."""
+
+
+@hookspec
+def register_filters(registry: Registry) -> None:
+    """Register document filters: ``factory(**options)`` returns a ``Filter`` whose ``filter(doc)``
+    gives None to keep or a reason to drop. Called once on first use. Return None."""
+
+
+@hookspec
+def register_transforms(registry: Registry) -> None:
+    """Register document transforms (``Transform.transform(doc) -> doc``), such as PII redaction.
+    Called once on first use. Return None."""
+
+
+@hookspec
+def register_stages(registry: Registry) -> None:
+    """Register recipe stage kinds: ``factory(**options)`` returns a ``Stage`` whose
+    ``run(ctx)`` does the work; pass ``inputs=(...)`` for the inputs the stage requires.
+    Called once on first use. Return None."""
+
+
+@hookspec
+def register_losses(registry: Registry) -> None:
+    """Register training losses: pure functions over tensors that any engine can call (the
+    factory returns the function). Called once on first use. Return None."""
+
+
+@hookspec
+def register_advantage_estimators(registry: Registry) -> None:
+    """Register RL advantage estimators (GRPO, RLOO...): pure functions from rewards to
+    advantages. Called once on first use. Return None."""
+
+
+@hookspec
+def register_verifiers(registry: Registry) -> None:
+    """Register verifiers: ``factory(**options)`` returns a ``Verifier`` used both as an RL reward
+    and as an eval metric. Called once on first use. Return None."""
+
+
+@hookspec
+def register_eval_tasks(registry: Registry) -> None:
+    """Register evaluation tasks (``EvalTask``). Called once on first use. Return None."""
+
+
+@hookspec
+def register_engines(registry: Registry) -> None:
+    """Register training engines (``TrainEngine`` factories): the embedded torch engine,
+    nanotron... Called once on first use. Return None."""
+
+
+@hookspec
+def register_rollout_engines(registry: Registry) -> None:
+    """Register rollout engines (``RolloutEngine`` factories): the embedded sampler, vLLM...
+    Called once on first use. Return None."""
+
+
+@hookspec
+def register_precision_recipes(registry: Registry) -> None:
+    """Register low-precision training recipes (FP8 per-tile, MX formats, QAT). Called once on
+    first use. Return None."""
+
+
+@hookspec
+def register_context_extensions(registry: Registry) -> None:
+    """Register long-context methods (RoPE scaling PI / NTK / YaRN, ring attention). Called once
+    on first use. Return None."""
+
+
+@hookspec
+def register_executors(registry: Registry) -> None:
+    """Register executors: ``factory(**options)`` returns an ``Executor`` that maps a function over
+    shards (local process pool, Ray...). Called once on first use. Return None."""
+
+
+@hookspec
+def register_callbacks(registry: Registry) -> None:
+    """Register training callbacks (TensorBoard writer, plots...) that engines look up by name.
+    Called once on first use. Return None."""
+
+
+@hookspec
+def register_commands(registry: Registry) -> None:
+    """Register extra ``llmt`` sub-commands: the factory is a typer command function, registered
+    under the entry's name. Called when the CLI starts. Return None."""
+
+
+# --- Validation: called by ``llmt validate`` and before every run.
+
+
+@hookspec
+def validate_pipeline(recipe: Recipe, registries: Registries) -> list[str] | None:
+    """Check a whole recipe for problems the per-stage schemas cannot see (a loss that needs a
+    reference model the recipe lacks...). Return a list of problems, each starting with its dotted
+    path (``stages.grpo.kl_coef: ...``), or None when there are none. Every plugin is asked; all
+    problems are reported together."""
+
+
+# --- Lifecycle events: observers only; return values are ignored.
+
+
+@hookspec
+def on_pipeline_start(recipe: Recipe, root: str) -> None:
+    """Called once before the first stage of a run, with the resolved recipe and run root URI."""
+
+
+@hookspec
+def on_pipeline_end(recipe: Recipe, root: str, results: dict[str, Any]) -> None:
+    """Called once after the last stage of a successful run; ``results`` maps stage name to its
+    ``StageResult`` (or to ``"skipped"`` for a stage that was already complete)."""
+
+
+@hookspec
+def on_stage_start(stage: str, ctx: StageContext) -> None:
+    """Called before a stage runs (not for a stage skipped as complete), with its context."""
+
+
+@hookspec
+def on_stage_end(stage: str, ctx: StageContext, result: StageResult) -> None:
+    """Called after a stage completed and its manifest was written."""

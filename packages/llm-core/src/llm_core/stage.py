@@ -1,0 +1,93 @@
+"""What a stage receives when it runs, and resumable sharded work.
+
+A sharded stage hands ``ctx.run_shards`` a list of picklable tasks, each with a ``shard_id``. Each
+finished shard leaves a completion marker holding its result; a re-run (after a kill, say) skips
+shards whose marker matches the stage's fingerprint and runs only the rest, on whichever executor
+the recipe chose. Shard functions must write their outputs with ``atomic_open`` so that a killed
+shard leaves nothing a reader could mistake for output.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llm_core import artifacts
+from llm_core.protocols import Executor
+from llm_core.registry import Registries
+
+log = logging.getLogger("llmt")
+
+
+@dataclass
+class StageContext:
+    name: str
+    kind: str
+    stage_dir: str  # URI of this stage's folder; write every artifact under it
+    inputs: dict[str, str]  # input name -> URI
+    seed: int
+    fingerprint: str
+    store: artifacts.RunStore
+    executor: Executor
+    registries: Registries
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, *parts: str) -> str:
+        """URI of an artifact under this stage's folder."""
+        return artifacts.join(self.stage_dir, *parts)
+
+    def input(self, name: str) -> str:
+        try:
+            return self.inputs[name]
+        except KeyError:
+            raise KeyError(f"stage {self.name!r} has no input {name!r}; it has {sorted(self.inputs)}") from None
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        record = {"time": round(time.time(), 3), **({"step": step} if step is not None else {}), **metrics}
+        self.store.append_metrics(self.name, record)
+
+    def run_shards(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str = "") -> list[Any]:
+        """Run ``fn`` over tasks, skipping shards finished earlier; results in task order."""
+        ids = [str(getattr(t, "shard_id", i)) for i, t in enumerate(tasks)]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"stage {self.name!r}: shard ids must be unique, got duplicates in {ids}")
+        results: dict[str, Any] = {}
+        todo = []
+        for shard_id, task in zip(ids, tasks, strict=True):
+            marker = self._marker_uri(shard_id)
+            if artifacts.exists(marker):
+                done = artifacts.read_json(marker)
+                if done.get("fingerprint") == self.fingerprint:
+                    results[shard_id] = done.get("result")
+                    continue
+            todo.append((shard_id, task))
+        if len(todo) < len(tasks):
+            log.info("%s: %d of %d shards already complete, skipped", self.name, len(tasks) - len(todo), len(tasks))
+        if todo:
+            call = ShardCall(fn, self.path("_shards"), self.fingerprint)
+            outputs = self.executor.map(call, todo, desc=desc or self.name)
+            for (shard_id, _), output in zip(todo, outputs, strict=True):
+                results[shard_id] = output
+        return [results[i] for i in ids]
+
+    def _marker_uri(self, shard_id: str) -> str:
+        return self.path("_shards", f"{shard_id}.json")
+
+
+@dataclass(frozen=True)
+class ShardCall:
+    """Picklable wrapper run in the worker: do the shard, then commit its marker."""
+
+    fn: Callable[[Any], Any]
+    marker_dir: str
+    fingerprint: str
+
+    def __call__(self, item: tuple[str, Any]) -> Any:
+        shard_id, task = item
+        result = self.fn(task)
+        artifacts.write_json(artifacts.join(self.marker_dir, f"{shard_id}.json"),
+                             {"fingerprint": self.fingerprint, "result": result})
+        return result

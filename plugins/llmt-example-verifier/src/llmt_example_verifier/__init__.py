@@ -1,0 +1,1 @@
+"""An example verifier plugin for llmt, written as any third party would write one."""
