@@ -9,10 +9,18 @@ from llm_core.hookspecs import hookimpl
 
 @hookimpl
 def register_stages(registry: Any) -> None:
-    from llm_dedup.lsh_clusters import (MinHashClustersConfig, MinHashClustersStage, MinHashFilterConfig,
-                                        MinHashFilterStage)
-    from llm_dedup.lsh_stages import (MinHashBucketsConfig, MinHashBucketsStage, MinHashSignaturesConfig,
-                                      MinHashSignaturesStage)
+    from llm_dedup.lsh_clusters import (
+        MinHashClustersConfig,
+        MinHashClustersStage,
+        MinHashFilterConfig,
+        MinHashFilterStage,
+    )
+    from llm_dedup.lsh_stages import (
+        MinHashBucketsConfig,
+        MinHashBucketsStage,
+        MinHashSignaturesConfig,
+        MinHashSignaturesStage,
+    )
 
     registry.add("minhash_signatures", MinHashSignaturesStage, config=MinHashSignaturesConfig,
                  inputs=("documents",), summary="MinHash step 1: shingle sets and signatures per input file")
@@ -23,3 +31,7 @@ def register_stages(registry: Any) -> None:
                  summary="MinHash step 3: true-Jaccard verification, union-find, one kept per cluster")
     registry.add("minhash_filter", MinHashFilterStage, config=MinHashFilterConfig,
                  inputs=("signatures", "clusters"), summary="MinHash step 4: write kept / dropped documents")
+    from llm_dedup.exact import ExactDedupConfig, ExactDedupStage
+
+    registry.add("exact_dedup", ExactDedupStage, config=ExactDedupConfig, inputs=("documents",),
+                 summary="drop exact duplicates of normalized text (hash, or streaming Bloom filter)")

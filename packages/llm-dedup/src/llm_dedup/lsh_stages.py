@@ -13,18 +13,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import Field
-
 from llm_core.artifacts import join, read_json, write_json
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
+from pydantic import Field
+
 from llm_dedup.minhash import MinHasher, band_keys
 from llm_dedup.params import MinHashOptions, MinHashParams
 from llm_dedup.report import Chart, size_histogram, write_report
 from llm_dedup.shingles import shingle_sets
-from llm_dedup.storage import (Source, list_sources, load_array, read_documents, save_array, save_arrays,
-                               write_rejects)
+from llm_dedup.storage import (
+    Source,
+    list_sources,
+    load_array,
+    read_documents,
+    save_array,
+    save_arrays,
+    write_rejects,
+)
 
 
 class MinHashSignaturesConfig(MinHashOptions):

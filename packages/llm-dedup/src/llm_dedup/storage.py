@@ -12,7 +12,6 @@ from typing import Any
 
 import fsspec
 import numpy as np
-
 from llm_core.artifacts import atomic_open, join
 from llm_core.builtins.filter_stage import list_input_files, reader_for
 from llm_core.builtins.jsonl import write_records
@@ -38,8 +37,9 @@ def save_arrays(uri: str, **arrays: np.ndarray) -> None:
 
 def load_arrays(uri: str) -> dict[str, np.ndarray]:
     with fsspec.open(uri, "rb") as handle:
-        with np.load(io.BytesIO(handle.read()), allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        raw = handle.read()
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,13 @@ def write_rejects(out_dir: str, shard_id: str, rejects: list[dict[str, Any]]) ->
 
 
 def split_shard(source: Source, reader_options: Mapping[str, Any], out_dir: str, suffix: str,
-                drops: Mapping[int, dict[str, Any]], write_dropped: bool = True) -> dict[str, Any]:
-    """Write the documents of ``source`` to ``kept/`` or, when their row is in ``drops``, to
-    ``dropped/`` with that row's metadata (``drop_reason``, ``duplicate_of``...). Rows count the
-    documents the reader yields, the same numbering every dedup step uses."""
+                drops: Mapping[int, dict[str, Any]] | Callable[[int, Document], dict[str, Any] | None],
+                write_dropped: bool = True) -> dict[str, Any]:
+    """Write the documents of ``source`` to ``kept/`` or, when their row is in ``drops`` (or the
+    ``drops`` function returns metadata for it), to ``dropped/`` with that metadata
+    (``drop_reason``, ``duplicate_of``...). Rows count the documents the reader yields, the same
+    numbering every dedup step uses."""
+    decide = drops if callable(drops) else (lambda row, _doc: drops.get(row))
     rejects: list[dict[str, Any]] = []
     kept = dropped = 0
     with contextlib.ExitStack() as stack:
@@ -87,7 +90,7 @@ def split_shard(source: Source, reader_options: Mapping[str, Any], out_dir: str,
                                                       encoding="utf-8", compression="infer")) \
             if write_dropped else None
         for row, doc in enumerate(read_documents(source, reader_options, rejects.append)):
-            extra = drops.get(row)
+            extra = decide(row, doc)
             if extra is None:
                 kept += 1
                 kept_out.write(_line(doc))
