@@ -31,11 +31,13 @@ from pydantic import Field
 from llm_dedup.report import Chart, size_histogram, write_report
 from llm_dedup.storage import (
     Source,
+    SplitTask,
     list_sources,
     load_array,
     read_documents,
     save_array,
     split_shard,
+    split_task,
     write_rejects,
 )
 
@@ -119,21 +121,6 @@ def first_occurrences(hashes: np.ndarray) -> np.ndarray:
     keys = np.ascontiguousarray(hashes).view(np.dtype((np.void, 16))).ravel()
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return first[inverse.ravel()].astype(np.int64)
-
-
-@dataclass(frozen=True)
-class SplitTask:
-    shard_id: str
-    source: Source
-    drops: dict[int, dict[str, Any]]
-    reader_options: dict[str, Any]
-    out_dir: str
-    suffix: str
-    write_dropped: bool
-
-
-def split_task(task: SplitTask) -> dict[str, Any]:
-    return split_shard(task.source, task.reader_options, task.out_dir, task.suffix, task.drops, task.write_dropped)
 
 
 @dataclass(frozen=True)

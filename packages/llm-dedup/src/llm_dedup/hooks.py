@@ -35,3 +35,7 @@ def register_stages(registry: Any) -> None:
 
     registry.add("exact_dedup", ExactDedupStage, config=ExactDedupConfig, inputs=("documents",),
                  summary="drop exact duplicates of normalized text (hash, or streaming Bloom filter)")
+    from llm_dedup.semantic import SemDedupConfig, SemDedupStage
+
+    registry.add("semdedup", SemDedupStage, config=SemDedupConfig, inputs=("documents",),
+                 summary="SemDeDup: embeddings, k-means, within-cluster cosine duplicates (llm-dedup[semantic])")

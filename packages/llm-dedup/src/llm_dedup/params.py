@@ -27,8 +27,10 @@ class MinHashOptions(Config):
     threshold: float = Field(0.8, gt=0, lt=1, description="Jaccard similarity that makes a duplicate")
     bands: int | None = Field(None, ge=1, description="LSH bands; with rows, overrides the search")
     rows: int | None = Field(None, ge=1, description="rows per band; with bands, overrides the search")
-    false_positive_weight: float = Field(0.5, ge=0, le=1, description="weight of the FP area in the search")
-    false_negative_weight: float = Field(0.5, ge=0, le=1, description="weight of the FN area in the search")
+    # Verification removes the false positives that LSH lets through, so by default the search
+    # weighs a missed duplicate 19 times more than a spurious candidate (0.8 and 128: 16 x 8).
+    false_positive_weight: float = Field(0.05, ge=0, le=1, description="weight of the FP area in the search")
+    false_negative_weight: float = Field(0.95, ge=0, le=1, description="weight of the FN area in the search")
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> MinHashOptions:

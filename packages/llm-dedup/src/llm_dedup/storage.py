@@ -103,5 +103,20 @@ def split_shard(source: Source, reader_options: Mapping[str, Any], out_dir: str,
     return {"source": source.uri, "kept": kept, "dropped": dropped, "rejects": len(rejects)}
 
 
+@dataclass(frozen=True)
+class SplitTask:
+    shard_id: str
+    source: Source
+    drops: dict[int, dict[str, Any]]
+    reader_options: dict[str, Any]
+    out_dir: str
+    suffix: str
+    write_dropped: bool
+
+
+def split_task(task: SplitTask) -> dict[str, Any]:
+    return split_shard(task.source, task.reader_options, task.out_dir, task.suffix, task.drops, task.write_dropped)
+
+
 def _line(doc: Document) -> str:
     return json.dumps(doc.to_dict(), ensure_ascii=False) + "\n"
