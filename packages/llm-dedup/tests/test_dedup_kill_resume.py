@@ -78,7 +78,7 @@ def test_sigkill_during_bucket_step_then_resume(sentences, tmp_path):
     assert manifest["status"] == "running"
     assert not (killed / "clusters").exists()
 
-    resumed = subprocess.run(_cmd(recipe, killed), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_cmd(recipe, killed), check=False, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "signatures: complete and unchanged, skipped" in resumed.stderr
     assert "already complete, skipped" in resumed.stderr  # the finished band shards

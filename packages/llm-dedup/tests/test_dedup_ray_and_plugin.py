@@ -24,7 +24,7 @@ def test_import_stays_light():
 
     heavy = "('numpy', 'torch', 'sentence_transformers', 'sklearn')"
     code = f"import sys, llm_dedup.hooks; print(any(m in sys.modules for m in {heavy}))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "False"
 
 
 @pytest.mark.slow  # starting Ray takes one to two minutes on a busy two-core machine
