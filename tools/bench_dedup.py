@@ -49,8 +49,8 @@ def corpus_dir(work: Path, docs: int) -> Path:
     per = -(-docs // SHARDS)
     for k in range(SHARDS):
         with open(folder / "docs" / f"part-{k:02d}.jsonl", "w", encoding="utf-8") as handle:
-            for i in range(k * per, min(docs, (k + 1) * per)):
-                handle.write(json.dumps({"id": f"doc-{i}", "text": corpus.texts[i]}) + "\n")
+            rows = range(k * per, min(docs, (k + 1) * per))
+            handle.writelines(json.dumps({"id": f"doc-{i}", "text": corpus.texts[i]}) + "\n" for i in rows)
     (folder / "truth.json").write_text(json.dumps(corpus.pairs))
     return folder
 
@@ -68,7 +68,6 @@ def read_texts(docs_dir: Path) -> list[str]:
 
 def run_ours(docs_dir: Path, scratch: Path, verify: bool) -> list[list[int]]:
     import numpy as np
-
     from llm_core.config import validate_recipe
     from llm_core.plugins import get_host
     from llm_core.runner import PipelineRunner
@@ -77,9 +76,11 @@ def run_ours(docs_dir: Path, scratch: Path, verify: bool) -> list[list[int]]:
               "stages": [
                   {"name": "signatures", "kind": "minhash_signatures", "inputs": {"documents": str(docs_dir)},
                    "num_perm": NUM_PERM, "bands": BANDS, "rows": ROWS, "ngram": NGRAM, "threshold": THRESHOLD},
+                  # Bucketing and verification are light: one task each, which the local executor
+                  # runs in the driver process rather than starting a worker pool for them.
                   {"name": "buckets", "kind": "minhash_buckets", "inputs": {"signatures": "signatures"},
-                   "bands_per_task": BANDS // WORKERS},
-                  {"name": "clusters", "kind": "minhash_clusters", "verify": verify, "verify_tasks": WORKERS,
+                   "bands_per_task": BANDS},
+                  {"name": "clusters", "kind": "minhash_clusters", "verify": verify, "verify_tasks": 1,
                    "inputs": {"signatures": "signatures", "buckets": "buckets"}},
                   {"name": "dedup", "kind": "minhash_filter", "output_suffix": ".jsonl",
                    "inputs": {"signatures": "signatures", "clusters": "clusters"}}]}
@@ -136,8 +137,13 @@ def run_datasketch(docs_dir: Path, bulk: bool) -> list[list[int]]:
 
 def run_datatrove(docs_dir: Path, scratch: Path) -> list[list[int]]:
     from datatrove.executor.local import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
@@ -164,11 +170,12 @@ def run_datatrove(docs_dir: Path, scratch: Path) -> list[list[int]]:
     filtered.run()
     groups: dict[int, list[int]] = {}
     for f in sorted((scratch / "kept").glob("*.jsonl")) + sorted((scratch / "removed").glob("*.jsonl")):
-        for line in open(f, encoding="utf-8"):
-            record = json.loads(line)
-            cluster = record["metadata"].get("minhash_cluster_id", -1)
-            if cluster != -1:
-                groups.setdefault(cluster, []).append(int(record["id"].split("-")[1]))
+        with open(f, encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                cluster = record["metadata"].get("minhash_cluster_id", -1)
+                if cluster != -1:
+                    groups.setdefault(cluster, []).append(int(record["id"].split("-")[1]))
     return [g for g in groups.values() if len(g) > 1]
 
 

@@ -189,9 +189,10 @@ class ExactDedupStage:
         charts = [Chart("documents", "bar", {k: metrics[k] for k in ("docs", "kept", "dropped", "rejects")})]
         if groups is not None:
             charts.append(Chart("copies per duplicated text", "hist", groups, xlabel="copies"))
+        examples = [e for r in results for e in r.pop("examples", [])][:10]
         write_report(ctx.path("report.json"), ctx.path("report.png"),
-                     {**metrics, "mode": self.mode, **extra, "duplicate_group_sizes": groups, "shards": results},
-                     charts)
+                     {**metrics, "mode": self.mode, **extra, "duplicate_group_sizes": groups,
+                      "examples": examples, "shards": results}, charts)
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts={"kept": ctx.path("kept"), "dropped": ctx.path("dropped")})
 

@@ -282,7 +282,9 @@ class MinHashFilterStage:
                  for s in index["shards"]]
         results = ctx.run_shards(filter_shard, tasks, desc=f"{ctx.name}: filter")
         metrics = {k: sum(r[k] for r in results) for k in ("kept", "dropped", "rejects")}
-        write_report(ctx.path("report.json"), ctx.path("report.png"), {**metrics, "shards": results},
+        examples = [e for r in results for e in r.pop("examples", [])][:10]
+        write_report(ctx.path("report.json"), ctx.path("report.png"),
+                     {**metrics, "examples": examples, "shards": results},
                      [Chart("documents", "bar", metrics)])
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts={"kept": ctx.path("kept"), "dropped": ctx.path("dropped")})

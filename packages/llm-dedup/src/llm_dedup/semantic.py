@@ -181,6 +181,8 @@ class SemDedupStage:
         results = ctx.run_shards(split_task, split, desc=f"{ctx.name}: filter")
         metrics = {k: sum(r[k] for r in results) for k in ("kept", "dropped", "rejects")}
         metrics["docs"] = len(ids)
+        for r in results:
+            r.pop("examples", None)  # the report quotes both sides of each pair instead
         histogram = size_histogram(cluster_sizes.tolist())
         report = {**metrics, "model": self.model, "threshold": self.threshold, "keep": self.keep,
                   "clusters": len(cluster_sizes), "kmeans": "scikit-learn KMeans",

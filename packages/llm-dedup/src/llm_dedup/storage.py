@@ -17,6 +17,8 @@ from llm_core.builtins.filter_stage import list_input_files, reader_for
 from llm_core.builtins.jsonl import write_records
 from llm_core.types import Document
 
+EXAMPLES_PER_SHARD = 3  # dropped documents quoted in a shard's result, for the stage report
+
 
 def save_array(uri: str, array: np.ndarray) -> None:
     """Write one array as .npy, atomically."""
@@ -82,6 +84,7 @@ def split_shard(source: Source, reader_options: Mapping[str, Any], out_dir: str,
     numbering every dedup step uses."""
     decide = drops if callable(drops) else (lambda row, _doc: drops.get(row))
     rejects: list[dict[str, Any]] = []
+    examples: list[dict[str, Any]] = []
     kept = dropped = 0
     with contextlib.ExitStack() as stack:
         kept_out = stack.enter_context(atomic_open(join(out_dir, "kept", source.shard_id + suffix), "wt",
@@ -96,11 +99,14 @@ def split_shard(source: Source, reader_options: Mapping[str, Any], out_dir: str,
                 kept_out.write(_line(doc))
                 continue
             dropped += 1
+            if len(examples) < EXAMPLES_PER_SHARD:
+                examples.append({"id": doc.id, "text": " ".join(doc.text.split())[:200], **extra})
             if dropped_out is not None:
                 doc.metadata.update(extra)
                 dropped_out.write(_line(doc))
     write_rejects(out_dir, source.shard_id, rejects)
-    return {"source": source.uri, "kept": kept, "dropped": dropped, "rejects": len(rejects)}
+    return {"source": source.uri, "kept": kept, "dropped": dropped, "rejects": len(rejects),
+            "examples": examples}
 
 
 @dataclass(frozen=True)
