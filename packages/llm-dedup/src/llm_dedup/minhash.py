@@ -30,13 +30,16 @@ class MinHasher:
         self.b = rng.integers(0, 1 << 32, size=num_perm, dtype=np.uint64)
 
     def permute(self, hashes: np.ndarray) -> np.ndarray:
-        """(len(hashes), num_perm) permuted values, uint32."""
+        """(len(hashes), num_perm) permuted values: the low 32 bits of ``(a * x + b) mod p``."""
         x = np.multiply(hashes.astype(np.uint64)[:, None], self.a[None, :])
         x += self.b[None, :]
-        folded = np.bitwise_and(x, MERSENNE_61)
+        # One Mersenne fold, (v & p) + (v >> 61), keeps the low 32 bits that datasketch keeps too; as
+        # p's low 32 bits are all ones, v & p has v's low 32 bits, so the fold is done in uint32.
+        # A folded value >= p (probability 2**-58) is left unreduced, which no minimum notices.
+        low = x.astype(np.uint32)
         np.right_shift(x, np.uint64(61), out=x)
-        folded += x  # one fold: a value >= p is left unreduced (probability 2**-58, harmless)
-        return folded.astype(np.uint32)  # keep the low 32 bits, as datasketch does
+        low += x.astype(np.uint32)
+        return low
 
     def signatures(self, sets: ShingleSets) -> np.ndarray:
         """MinHash signature of every document of ``sets``; empty documents get all ``EMPTY``."""
