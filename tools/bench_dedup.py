@@ -17,6 +17,8 @@ Systems:
                   word tokenizer (spaCy's rule-based one, no model) after its text simplification
 
     uv run python tools/bench_dedup.py --peer-docs 10000 --full-docs 100000 --memory-docs 400000
+
+BENCH_START_METHOD=fork makes the local executor fork its workers instead of spawning them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ NUM_PERM, BANDS, ROWS, NGRAM, THRESHOLD, SHARDS, WORKERS = 120, 20, 6, 5, 0.8, 8
 # Verification removes LSH's false positives, so the same 120 permutations can be cut into more,
 # shorter bands (a lower LSH threshold) for fewer misses at no cost in precision.
 WIDE_BANDS, WIDE_ROWS = 24, 5
+START_METHOD = os.environ.get("BENCH_START_METHOD", "spawn")
 
 
 # -- corpus --------------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ def run_ours(docs_dir: Path, scratch: Path, verify: bool, bands: int = BANDS, ro
     from llm_core.plugins import get_host
     from llm_core.runner import PipelineRunner
 
-    recipe = {"name": "bench", "seed": 1, "executor": {"kind": "local", "workers": WORKERS},
+    recipe = {"name": "bench", "seed": 1, "executor": {"kind": "local", "workers": WORKERS, "start_method": START_METHOD},
               "stages": [
                   {"name": "signatures", "kind": "minhash_signatures", "inputs": {"documents": str(docs_dir)},
                    "num_perm": NUM_PERM, "bands": bands, "rows": rows, "ngram": NGRAM, "threshold": THRESHOLD},
