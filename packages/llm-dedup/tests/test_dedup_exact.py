@@ -87,3 +87,24 @@ def test_bloom_mode_resumes_from_the_saved_state(host, tmp_path, monkeypatch):
     run_recipe(host, _recipe(folder, "bloom", bloom_capacity=1000), root)
     for part in ("kept", "dropped"):
         assert read_ids(root / "exact" / part) == read_ids(tmp_path / "uninterrupted" / "exact" / part)
+
+
+def test_near_duplicate_text_stage_writes_corpus_and_truth(host, tmp_path):
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(f"sentence number {i} talks about topic {i * 7 % 13} and more words here"
+                                   for i in range(300)))
+    recipe = {"name": "corpus", "seed": 5, "executor": {"kind": "local", "workers": 1},
+              "stages": [{"name": "generate", "kind": "near_duplicate_text", "num_docs": 40, "num_shards": 2,
+                          "duplicate_fraction": 0.25, "min_words": 30, "max_words": 60,
+                          "sentences": str(sentences)}]}
+    run_recipe(host, recipe, tmp_path / "run")
+    docs = {}
+    for f in sorted((tmp_path / "run" / "generate" / "documents").glob("*.jsonl")):
+        docs.update((r["id"], r["text"]) for r in map(json.loads, f.read_text().splitlines()))
+    truth = [json.loads(line) for line in (tmp_path / "run" / "generate" / "truth.jsonl").read_text().splitlines()]
+    assert len(docs) == 40 and len(truth) == 10
+    from llm_dedup.evaluation import jaccard, shingle_set
+
+    for pair in truth:
+        exact = jaccard(shingle_set(docs[pair["original"]]), shingle_set(docs[pair["near_duplicate"]]))
+        assert abs(exact - pair["jaccard"]) < 1e-6 and 0.5 <= exact <= 1.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from dedup_helpers import minhash_recipe, read_ids, run_recipe, write_shards
 
-STAGES = {"exact_dedup", "minhash_signatures", "minhash_buckets", "minhash_clusters", "minhash_filter",
+STAGES = {"near_duplicate_text", "exact_dedup", "minhash_signatures", "minhash_buckets", "minhash_clusters", "minhash_filter",
           "semdedup"}
 
 

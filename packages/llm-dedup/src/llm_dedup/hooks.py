@@ -39,3 +39,7 @@ def register_stages(registry: Any) -> None:
 
     registry.add("semdedup", SemDedupStage, config=SemDedupConfig, inputs=("documents",),
                  summary="SemDeDup: embeddings, k-means, within-cluster cosine duplicates (llm-dedup[semantic])")
+    from llm_dedup.corpus_stage import NearDuplicateTextConfig, NearDuplicateTextStage
+
+    registry.add("near_duplicate_text", NearDuplicateTextStage, config=NearDuplicateTextConfig,
+                 summary="real sentences with near-duplicates injected at known Jaccard (+ truth.jsonl)")
