@@ -1,0 +1,1 @@
+"""Deduplication for pretraining corpora: exact, MinHash LSH with verification, SemDeDup."""

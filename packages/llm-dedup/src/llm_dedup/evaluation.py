@@ -1,0 +1,165 @@
+"""Test corpora with known near-duplicates, and pair precision / recall against exact Jaccard.
+
+Documents are assembled from real sentences (gensim's bundled news and Wikipedia samples, or any
+list given); a share of them gets a near-duplicate made by random word substitutions, insertions,
+deletions and sentence reorderings, applied until the exact Jaccard similarity of the two
+shingle sets falls to a target drawn from a range. The ground truth is computed here with plain
+Python sets of word n-grams, independently of the numpy shingler the dedup stages use.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+WORD_RE = re.compile(r"\w+")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def gensim_sentences(min_words: int = 6, max_words: int = 60) -> list[str]:
+    """Real English sentences from gensim's test data: 300 Lee news articles and 206 Wikipedia pages
+    (markup stripped). Long "sentences" (tables, lists) are left out: one of them would make every
+    document that draws it a near-duplicate of the others. Needs ``gensim`` (a dev dependency, not one of this package)."""
+    import bz2
+
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+    from gensim.test.utils import datapath
+
+    with open(datapath("lee_background.cor"), encoding="utf-8") as handle:
+        texts = handle.read().splitlines()
+    wiki = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    with bz2.open(wiki) as handle:
+        texts += [filter_wiki(page[1]) for page in extract_pages(handle)]
+    sentences = []
+    for text in texts:
+        for sentence in SENTENCE_END.split(" ".join(text.split())):
+            words = sentence.split()
+            letters = sum(c.isalpha() for c in sentence)
+            if min_words <= len(words) <= max_words and letters > 0.7 * len(sentence):
+                sentences.append(sentence)
+    return list(dict.fromkeys(sentences))  # exact repeats in the sources would be accidental duplicates
+
+
+def shingle_set(text: str, ngram: int = 5) -> set[tuple[str, ...]]:
+    """Word n-grams of the lowercased text; a shorter text is one n-gram of all its words."""
+    words = WORD_RE.findall(text.lower())
+    if len(words) < ngram:
+        return {tuple(words)} if words else set()
+    return {tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+@dataclass(frozen=True)
+class NearDuplicateCorpus:
+    texts: list[str]
+    pairs: list[tuple[int, int, float]]  # (original, near-duplicate, exact Jaccard), original first
+
+
+def near_duplicate_corpus(sentences: Sequence[str], num_docs: int, duplicate_fraction: float = 0.1,
+                          similarity_range: tuple[float, float] = (0.5, 1.0), min_words: int = 100,
+                          max_words: int = 400, ngram: int = 5, seed: int = 0) -> NearDuplicateCorpus:
+    """``num_docs`` documents; ``duplicate_fraction`` of them are near-duplicates of another one,
+    at exact Jaccard similarities spread over ``similarity_range``, placed at random positions."""
+    if not 0 <= duplicate_fraction <= 0.5:
+        raise ValueError(f"duplicate_fraction must be in [0, 0.5], got {duplicate_fraction}")
+    rng = random.Random(seed)
+    vocabulary = sorted({w for s in sentences[:5000] for w in s.split()})
+    num_dups = int(num_docs * duplicate_fraction)
+    originals = [_assemble(sentences, rng, min_words, max_words) for _ in range(num_docs - num_dups)]
+    texts: list[str | None] = [None] * num_docs
+    slots = list(range(num_docs))
+    rng.shuffle(slots)
+    original_slots, duplicate_slots = slots[:len(originals)], slots[len(originals):]
+    for slot, sentence_list in zip(original_slots, originals, strict=True):
+        texts[slot] = " ".join(sentence_list)
+    # Each original gets at most one near-duplicate, so that every similarity in the corpus is one
+    # that was controlled (two edits of one original could be at any similarity to each other).
+    sources = rng.sample(range(len(originals)), len(duplicate_slots))
+    pairs = []
+    for slot, source in zip(duplicate_slots, sources, strict=True):
+        target = rng.uniform(*similarity_range)
+        text, similarity = _edit_until(originals[source], target, vocabulary, rng, ngram)
+        texts[slot] = text
+        pairs.append((original_slots[source], slot, similarity))
+    return NearDuplicateCorpus([t or "" for t in texts], pairs)
+
+
+def _assemble(sentences: Sequence[str], rng: random.Random, min_words: int, max_words: int) -> list[str]:
+    goal = rng.randint(min_words, max_words)
+    chosen, count = [], 0
+    while count < goal:
+        sentence = sentences[rng.randrange(len(sentences))]
+        chosen.append(sentence)
+        count += len(sentence.split())
+    return chosen
+
+
+def _edit_until(original: list[str], target: float, vocabulary: list[str], rng: random.Random,
+                ngram: int) -> tuple[str, float]:
+    """Apply random edits to a copy until its Jaccard to the original drops to ``target`` or below
+    (or no further edit is needed: a target of 1.0 gives an exact copy)."""
+    reference = shingle_set(" ".join(original), ngram)
+    sentences = [s.split() for s in original]
+    similarity = 1.0
+    while similarity > target:
+        _random_edit(sentences, vocabulary, rng)
+        similarity = jaccard(reference, shingle_set(" ".join(" ".join(s) for s in sentences), ngram))
+    return " ".join(" ".join(s) for s in sentences), similarity
+
+
+def _random_edit(sentences: list[list[str]], vocabulary: list[str], rng: random.Random) -> None:
+    k = rng.randrange(len(sentences))
+    words = sentences[k]
+    op = rng.random()
+    if op < 0.35 and words:
+        words[rng.randrange(len(words))] = rng.choice(vocabulary)  # substitution
+    elif op < 0.6:
+        words.insert(rng.randrange(len(words) + 1), rng.choice(vocabulary))  # insertion
+    elif op < 0.85 and len(words) > 1:
+        del words[rng.randrange(len(words))]  # deletion
+    elif len(sentences) > 1:
+        j = rng.randrange(len(sentences))
+        sentences[k], sentences[j] = sentences[j], sentences[k]  # reordering
+
+
+@dataclass(frozen=True)
+class PairScores:
+    precision: float
+    recall: float
+    predicted_pairs: int
+    true_pairs: int
+    found_true_pairs: int
+
+
+def cluster_pairs(clusters: Iterable[Sequence[int]]) -> set[tuple[int, int]]:
+    """Every pair of documents that share a predicted cluster, as (smaller, larger)."""
+    pairs = set()
+    for members in clusters:
+        ordered = sorted(members)
+        pairs.update((a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:])
+    return pairs
+
+
+def score_pairs(predicted: set[tuple[int, int]], texts: Sequence[str], truth: Sequence[tuple[int, int, float]],
+                threshold: float, ngram: int = 5) -> PairScores:
+    """Precision: share of predicted pairs whose exact Jaccard reaches the threshold (computed here
+    for every predicted pair). Recall: share of the true pairs (injected pairs at or above the
+    threshold, plus any predicted pair that reaches it by accident) that were predicted."""
+    cache: dict[int, set] = {}
+
+    def shingles(i: int) -> set:
+        if i not in cache:
+            cache[i] = shingle_set(texts[i], ngram)
+        return cache[i]
+
+    correct = {p for p in predicted if jaccard(shingles(p[0]), shingles(p[1])) >= threshold}
+    true_pairs = {(min(a, b), max(a, b)) for a, b, s in truth if s >= threshold} | correct
+    found = len(true_pairs & predicted)
+    return PairScores(precision=len(correct) / len(predicted) if predicted else 1.0,
+                      recall=found / len(true_pairs) if true_pairs else 1.0,
+                      predicted_pairs=len(predicted), true_pairs=len(true_pairs), found_true_pairs=found)
