@@ -9,12 +9,19 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from pydantic import Field
-
 from llm_core.config import Config
 from llm_core.types import Document
-from llm_data.filters.text import (duplicate_ngram_chars, ngram_hashes, split_words, top_ngram_chars,
-                                   window_sums, word_counts, word_ids)
+from pydantic import Field
+
+from llm_data.filters.text import (
+    duplicate_ngram_chars,
+    ngram_hashes,
+    split_words,
+    top_ngram_chars,
+    window_sums,
+    word_counts,
+    word_ids,
+)
 
 DEFAULT_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
@@ -69,9 +76,9 @@ class GopherQualityFilter:
         reason = self._line_rules(text)
         if reason:
             return reason
-        if self.min_alpha_ratio is not None:
-            if (len(words) - letterless) / n_words < self.min_alpha_ratio:
-                return "gopher_quality:few_alphabetic_words"
+        alpha_ratio = (len(words) - letterless) / n_words
+        if self.min_alpha_ratio is not None and alpha_ratio < self.min_alpha_ratio:
+            return "gopher_quality:few_alphabetic_words"
         if self.min_stop_words is not None and len(self.stop_words.intersection(words)) < self.min_stop_words:
             return "gopher_quality:few_stop_words"
         return None
@@ -112,9 +119,11 @@ class GopherRepetitionFilter:
                  top_n_grams: dict[int, float] | None = None, dup_n_grams: dict[int, float] | None = None):
         self.dup_line_frac, self.dup_para_frac = dup_line_frac, dup_para_frac
         self.dup_line_char_frac, self.dup_para_char_frac = dup_line_char_frac, dup_para_char_frac
-        self.top_n_grams = sorted((top_n_grams or {2: 0.2, 3: 0.18, 4: 0.16}).items())
-        self.dup_n_grams = sorted((dup_n_grams or {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11,
-                                                   10: 0.10}).items())
+        if top_n_grams is None:
+            top_n_grams = {2: 0.2, 3: 0.18, 4: 0.16}
+        if dup_n_grams is None:
+            dup_n_grams = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+        self.top_n_grams, self.dup_n_grams = sorted(top_n_grams.items()), sorted(dup_n_grams.items())
 
     def filter(self, doc: Document) -> str | None:
         text = doc.text

@@ -11,10 +11,9 @@ import ipaddress
 import re
 from typing import Literal
 
-from pydantic import Field
-
 from llm_core.config import Config
 from llm_core.types import Document
+from pydantic import Field
 
 PiiKind = Literal["email", "phone", "ip", "credit_card", "iban"]
 ALL_KINDS: tuple[str, ...] = ("email", "credit_card", "iban", "ip", "phone")  # order of application
@@ -27,8 +26,9 @@ _PATTERNS = {
     "ip": re.compile(r"(?<![\w.:])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}"
                      r"[0-9A-Fa-f]{1,4}(?![\w:])"),
     # International (+CC ...) or North American (xxx) xxx-xxxx shapes, 9-15 digits in all.
-    "phone": re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
-                        r"(?![\w-])"),
+    # Not part of a longer digit run (card numbers) or of an upper-case code group (IBANs).
+    "phone": re.compile(r"(?<![\w+])(?<!\d[ .-])(?<![A-Z0-9]{4} )(?:\+\d{1,3}[ .-]?)?"
+                        r"(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w-]|[ .-]\d)"),
 }
 _PLACEHOLDERS = {"email": "<EMAIL>", "phone": "<PHONE>", "ip": "<IP_ADDRESS>",
                  "credit_card": "<CREDIT_CARD>", "iban": "<IBAN>"}

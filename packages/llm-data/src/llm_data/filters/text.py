@@ -106,7 +106,7 @@ def top_ngram_chars(hashes: np.ndarray, ngram_chars: np.ndarray) -> int:
 
     Among equally frequent n-grams the first one seen wins, as with ``Counter.most_common``.
     """
-    _, first, inverse, counts = np.unique(hashes, return_index=True, return_inverse=True, return_counts=True)
+    _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
     best = counts.max()
     winner = first[counts == best].min()
     return int(ngram_chars[winner]) * int(best)

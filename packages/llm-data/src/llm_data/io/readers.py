@@ -6,15 +6,15 @@ malformed record to ``on_reject`` with its source and position instead of raisin
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import fsspec
-from pydantic import Field
-
 from llm_core.config import Config
 from llm_core.types import Document
+from pydantic import Field
 
 Reject = Callable[[dict[str, Any]], None]
 
@@ -24,6 +24,8 @@ def _file_name(uri: str) -> str:
 
 
 def _record_to_document(record: dict[str, Any], text_key: str, id_key: str, fallback_id: str) -> Document:
+    if isinstance(record.get("metadata"), str):  # the Parquet writer stores metadata as JSON text
+        record = {**record, "metadata": json.loads(record["metadata"])}
     doc = Document.from_dict(record, text_key, id_key)
     if not doc.id or doc.id == "None":
         doc.id = fallback_id

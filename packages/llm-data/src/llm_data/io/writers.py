@@ -12,11 +12,10 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
-
 from llm_core.artifacts import atomic_open, join, write_json
 from llm_core.config import Config
 from llm_core.types import Document
+from pydantic import Field
 
 TOKENS_FORMAT = "llmt-tokens-v1"
 
@@ -40,14 +39,13 @@ class ParquetWriter:
 
         schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("metadata", pa.string())])
         count = 0
-        with atomic_open(uri, "wb") as handle:
-            with pq.ParquetWriter(handle, schema, compression=self.compression) as writer:
-                for rows in _chunks(docs, self.row_group_rows):
-                    writer.write_table(pa.table({
-                        "id": [d.id for d in rows], "text": [d.text for d in rows],
-                        "metadata": [json.dumps(d.metadata, ensure_ascii=False) for d in rows]},
-                        schema=schema))
-                    count += len(rows)
+        with atomic_open(uri, "wb") as handle, \
+                pq.ParquetWriter(handle, schema, compression=self.compression) as writer:
+            for rows in _chunks(docs, self.row_group_rows):
+                writer.write_table(pa.table({
+                    "id": [d.id for d in rows], "text": [d.text for d in rows],
+                    "metadata": [json.dumps(d.metadata, ensure_ascii=False) for d in rows]}, schema=schema))
+                count += len(rows)
         return count
 
 
