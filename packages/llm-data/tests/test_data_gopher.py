@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-
 from llm_data.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
 
 
@@ -104,9 +103,14 @@ def test_matches_naive_reference_on_ngrams(make_doc, prose):
     """The numpy n-gram statistics equal a plain-Python transcription of the Gopher rules."""
     from collections import Counter
 
-    from llm_data.filters.text import (duplicate_ngram_chars, ngram_hashes, top_ngram_chars, window_sums,
-                                       word_ids)
     import numpy as np
+    from llm_data.filters.text import (
+        duplicate_ngram_chars,
+        ngram_hashes,
+        top_ngram_chars,
+        window_sums,
+        word_ids,
+    )
 
     words = ("a b c d e a b c d e f a b c d e x y a b " * 5).split()
     ids = word_ids(words)

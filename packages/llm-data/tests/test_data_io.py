@@ -7,7 +7,6 @@ from importlib.util import find_spec
 
 import numpy as np
 import pytest
-
 from llm_core.plugins import get_registries
 from llm_core.types import Document
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from llm_data.filters.pii import PiiRedactor, iban_valid, luhn_valid
 
 

@@ -31,7 +31,15 @@ def register_writers(registry: Any) -> None:
 
 @hookimpl
 def register_filters(registry: Any) -> None:
-    from llm_data.filters import c4, fineweb, gopher, language_id, toxicity, url_filter
+    from llm_data.filters import (
+        c4,
+        fineweb,
+        gopher,
+        language_id,
+        quality_classifier,
+        toxicity,
+        url_filter,
+    )
 
     registry.add("url_filter", url_filter.UrlFilter, config=url_filter.UrlFilterConfig,
                  summary="domain / URL blocklists and banned URL subwords")
@@ -47,6 +55,9 @@ def register_filters(registry: Any) -> None:
                  summary="FineWeb line punctuation / short line / duplicate / list rules")
     registry.add("toxicity", toxicity.ToxicityFilter, config=toxicity.ToxicityConfig,
                  summary="toxic word list, optionally alt-profanity-check")
+    registry.add("quality_classifier", quality_classifier.QualityClassifierFilter,
+                 config=quality_classifier.QualityClassifierConfig,
+                 summary="FineWeb-Edu style head on MiniLM embeddings: keep scores >= threshold")
 
 
 @hookimpl
@@ -59,9 +70,15 @@ def register_transforms(registry: Any) -> None:
 
 @hookimpl
 def register_stages(registry: Any) -> None:
-    from llm_data.stages import corpus, tokenize
+    from llm_data.stages import corpus, quality, tokenize
 
     registry.add("noisy_wikipedia", corpus.NoisyWikipediaStage, config=corpus.NoisyWikipediaConfig,
                  summary="Wikipedia + news sample (gensim) with seeded injected noise")
     registry.add("tokenize", tokenize.TokenizeStage, config=tokenize.TokenizeConfig, inputs=("documents",),
                  summary="documents -> llmt-tokens-v1 shards")
+    registry.add("train_quality_classifier", quality.TrainQualityClassifierStage,
+                 config=quality.TrainQualityClassifierConfig, inputs=("documents",), optional_inputs=("reference",),
+                 summary="label a sample (reference vs random, or a judge), fit a head, report held-out F1")
+    registry.add("quality_filter", quality.QualityFilterStage, config=quality.QualityFilterConfig,
+                 inputs=("documents", "classifier"),
+                 summary="filter stage with the trained quality_classifier step")
