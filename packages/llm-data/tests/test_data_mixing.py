@@ -6,12 +6,19 @@ import gzip
 import json
 
 import pytest
-
 from llm_core.config import validate_recipe
 from llm_core.plugins import get_host
 from llm_core.runner import PipelineRunner
-from llm_data.mixing import (Phase, mixture_at, normalize, phase_budgets, temperature_weights, with_replay,
-                             wsd_curriculum, wsd_lr_multiplier)
+from llm_data.mixing import (
+    Phase,
+    mixture_at,
+    normalize,
+    phase_budgets,
+    temperature_weights,
+    with_replay,
+    wsd_curriculum,
+    wsd_lr_multiplier,
+)
 
 
 def test_normalize_and_errors():
@@ -80,7 +87,7 @@ def test_mix_stage_static_weights_with_anneal(tmp_path):
         for domain, budget in phase["budget"].items():
             assert written[domain] == pytest.approx(budget, rel=0.15)  # sampled: exact in expectation
     lines = [json.loads(x) for f in (tmp_path / "run" / "mix" / "mixture" / "phase-1").glob("*.jsonl.gz")
-             for x in gzip.open(f, "rt")]
+             for x in gzip.decompress(f.read_bytes()).decode().splitlines()]
     assert sum(x["metadata"]["source"] == "math" for x in lines) == report["written"][1]["math"] // 100
 
 

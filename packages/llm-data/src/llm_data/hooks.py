@@ -70,7 +70,7 @@ def register_transforms(registry: Any) -> None:
 
 @hookimpl
 def register_stages(registry: Any) -> None:
-    from llm_data.stages import corpus, mix, quality, tokenize
+    from llm_data.stages import corpus, doremi, mix, quality, tokenize
 
     registry.add("noisy_wikipedia", corpus.NoisyWikipediaStage, config=corpus.NoisyWikipediaConfig,
                  summary="Wikipedia + news sample (gensim) with seeded injected noise")
@@ -79,6 +79,8 @@ def register_stages(registry: Any) -> None:
     registry.add("train_quality_classifier", quality.TrainQualityClassifierStage,
                  config=quality.TrainQualityClassifierConfig, inputs=("documents",), optional_inputs=("reference",),
                  summary="label a sample (reference vs random, or a judge), fit a head, report held-out F1")
+    registry.add("doremi", doremi.DoReMiStage, config=doremi.DoReMiConfig, inputs=("documents",),
+                 summary="DoReMi domain weights: tiny reference + Group-DRO proxy model (needs torch)")
     registry.add("mix", mix.MixStage, config=mix.MixConfig, inputs=("documents",), optional_inputs=("weights",),
                  summary="sample domains to a mixture / curriculum (static, temperature, DoReMi; anneal, replay)")
     registry.add("quality_filter", quality.QualityFilterStage, config=quality.QualityFilterConfig,
