@@ -92,7 +92,7 @@ def test_mix_stage_static_weights_with_anneal(tmp_path):
 
 
 def test_mix_stage_temperature_and_upsampling(tmp_path):
-    report = _run_mix(tmp_path, method="temperature", temperature=2.0, total_tokens=80000)
+    report = _run_mix(tmp_path, method="temperature", temperature=2.0, total_tokens=80000, max_epochs=None)
     assert report["phases"][0]["weights"] == pytest.approx({"web": 0.5, "math": 0.5})
     assert report["phases"][0]["epochs"] == {"web": 2.0, "math": 2.0}  # repeated to reach the budget
     assert sum(report["written"][0].values()) == pytest.approx(80000, rel=0.1)
@@ -101,3 +101,19 @@ def test_mix_stage_temperature_and_upsampling(tmp_path):
 def test_mix_stage_unknown_domain_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="code.*no documents"):
         _run_mix(tmp_path, weights={"web": 0.5, "code": 0.5})
+
+
+def test_cap_epochs_moves_weight_from_small_domains():
+    from llm_data.mixing import cap_epochs
+
+    weights = cap_epochs({"big": 0.5, "tiny": 0.5}, {"big": 1000, "tiny": 10}, total=1000, max_epochs=4)
+    assert weights == pytest.approx({"tiny": 0.04, "big": 0.96})
+    assert cap_epochs({"a": 0.5, "b": 0.5}, {"a": 1000, "b": 1000}, 1000, 4) == pytest.approx({"a": 0.5, "b": 0.5})
+    with pytest.raises(ValueError, match="epochs"):
+        cap_epochs({"a": 1.0}, {"a": 10}, 1000, 4)
+
+
+def test_mix_stage_caps_epochs(tmp_path):
+    report = _run_mix(tmp_path, weights={"web": 0.9, "math": 0.1}, total_tokens=60000, max_epochs=2.0)
+    # web would need 54,000 of its 20,000 tokens: capped at 2 epochs, math takes the rest
+    assert report["phases"][0]["weights"] == pytest.approx({"web": 2 / 3, "math": 1 / 3})

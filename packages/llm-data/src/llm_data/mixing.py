@@ -76,6 +76,26 @@ def wsd_curriculum(total_tokens: int, decay_fraction: float, stable: Mapping[str
     return [Phase(decay_start, normalize(stable)), Phase(total_tokens, normalize(anneal))]
 
 
+def cap_epochs(weights: Mapping[str, float], sizes: Mapping[str, float], total: float,
+               max_epochs: float) -> dict[str, float]:
+    """Lower the weight of domains that would repeat more than ``max_epochs`` times, and give the
+    freed share to the others in proportion; an error when every domain together is too small."""
+    if total > max_epochs * sum(sizes.get(d, 0) for d, w in weights.items() if w > 0):
+        raise ValueError(f"{total} tokens need more than {max_epochs} epochs of the weighted domains "
+                         f"({dict(sizes)}); lower total_tokens or raise max_epochs")
+    capped: dict[str, float] = {}
+    free = dict(normalize(weights))
+    while True:
+        room = 1.0 - sum(capped.values())
+        scale = room / sum(free.values())
+        over = {d for d, w in free.items() if w * scale * total > max_epochs * sizes.get(d, 0)}
+        if not over:
+            return {**capped, **{d: w * scale for d, w in free.items()}}
+        for d in over:
+            capped[d] = max_epochs * sizes.get(d, 0) / total
+            del free[d]
+
+
 def phase_budgets(phases: list[Phase]) -> list[dict[str, int]]:
     """Tokens each phase takes from each domain."""
     budgets, start = [], 0

@@ -30,6 +30,8 @@ class DoReMiConfig(Config):
     step_size: float = Field(1.0, gt=0, description="eta of the exponentiated-gradient update")
     smoothing: float = Field(1e-3, ge=0, lt=1, description="c: mix with uniform")
     max_bytes_per_domain: int = Field(2_000_000, ge=1024)
+    min_bytes_per_domain: int = Field(65_536, ge=1, description="smaller domains get weight 0 (too little "
+                                      "text to train on; listed under 'skipped')")
     d_model: int = Field(64, ge=8)
     n_layers: int = Field(2, ge=1)
     seq_len: int = Field(64, ge=8)
@@ -73,10 +75,11 @@ class DoReMiStage:
 
         o = self.options
         data = domain_bytes(ctx.input("documents"), o.domain_key, o.max_bytes_per_domain)
-        short = [d for d, b in data.items() if len(b) < 4 * (o.seq_len + 1)]
-        if short or len(data) < 2:
-            raise ValueError(f"stage {ctx.name!r}: DoReMi needs >= 2 domains of >= {4 * (o.seq_len + 1)} bytes; "
-                             f"found {({d: len(b) for d, b in data.items()})}")
+        skipped = {d: len(b) for d, b in data.items() if len(b) < max(o.min_bytes_per_domain, 4 * (o.seq_len + 1))}
+        data = {d: b for d, b in data.items() if d not in skipped}
+        if len(data) < 2:
+            raise ValueError(f"stage {ctx.name!r}: DoReMi needs >= 2 domains of >= {o.min_bytes_per_domain} bytes "
+                             f"(min_bytes_per_domain); found {({**skipped, **{d: len(b) for d, b in data.items()}})}")
         names = list(data)
         reference_weights = np.array([o.reference_weights.get(d, 0.0) for d in names]) \
             if o.reference_weights else np.full(len(names), 1.0 / len(names))
@@ -87,8 +90,9 @@ class DoReMiStage:
             reference, ref_losses = train_reference(domains, reference_weights, o.reference_steps, spec, ctx.seed)
             result = train_proxy(domains, reference, o.proxy_steps, spec, ctx.seed, o.step_size, o.smoothing)
         weights = {d: round(float(w), 6) for d, w in zip(names, result["weights"], strict=True)}
+        weights.update(dict.fromkeys(skipped, 0.0))
         write_json(ctx.path("weights.json"), {
-            "weights": weights, "domains": names, "reference_weights": dict(zip(names, reference_weights.tolist())),
+            "weights": weights, "domains": names, "skipped": skipped, "reference_weights": dict(zip(names, reference_weights.tolist())),
             "reference_final_loss": round(float(np.mean(ref_losses[-10:])), 4),
             "trajectory": result["history"][:: max(1, len(result["history"]) // 50)],
             "mean_excess": dict(zip(names, np.mean(result["excess"], axis=0).round(4).tolist()))})

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 
 from llm_data.mixing import (
     Phase,
+    cap_epochs,
     normalize,
     phase_budgets,
     temperature_weights,
@@ -54,6 +55,8 @@ class MixConfig(Config):
     replay_weights: dict[str, float] = Field(default_factory=dict, description="old mixture to replay")
     replay_ratio: float = Field(0.0, ge=0, le=1, description="share of tokens replaying replay_weights")
     bytes_per_token: float = Field(4.0, gt=0, description="token estimate: UTF-8 bytes / this")
+    max_epochs: float | None = Field(4.0, gt=0, description="cap on repeats of a domain in each phase; the "
+                                     "freed weight goes to the other domains. None: no cap")
 
     @model_validator(mode="after")
     def _weights_given(self) -> MixConfig:
@@ -129,12 +132,14 @@ class MixStage:
         for c in counts:
             sizes.update(c)
         phases = self._phases(ctx, dict(sizes))
-        budgets = phase_budgets(phases)
-        rates = tuple({d: (b / sizes[d] if sizes.get(d) else 0.0) for d, b in budget.items()} for budget in budgets)
-        missing = sorted({d for budget in budgets for d, b in budget.items() if b > 0 and not sizes.get(d)})
+        missing = sorted({d for p in phases for d, w in p.weights.items() if w > 0 and not sizes.get(d)})
         if missing:
             raise ValueError(f"stage {ctx.name!r}: domains {missing} have weight but no documents; domains "
                              f"found under metadata.{o.domain_key}: {sorted(sizes)}")
+        if o.max_epochs is not None:
+            phases = self._capped(phases, dict(sizes), o.max_epochs)
+        budgets = phase_budgets(phases)
+        rates = tuple({d: (b / sizes[d] if sizes.get(d) else 0.0) for d, b in budget.items()} for budget in budgets)
         out = ctx.path("mixture")
         written = ctx.run_shards(sample_shard, [
             SampleTask(f"{i:05d}", f, r, o.domain_key, o.bytes_per_token, out, rates, ctx.seed)
@@ -162,6 +167,15 @@ class MixStage:
         if o.anneal_weights:
             return wsd_curriculum(total, o.decay_fraction, weights, o.anneal_weights)
         return [Phase(total, weights)]
+
+    @staticmethod
+    def _capped(phases: list[Phase], sizes: dict[str, int], max_epochs: float) -> list[Phase]:
+        capped, start = [], 0
+        for phase in phases:
+            capped.append(Phase(phase.until_tokens,
+                                cap_epochs(phase.weights, sizes, phase.until_tokens - start, max_epochs)))
+            start = phase.until_tokens
+        return capped
 
     @staticmethod
     def _report(phases: list[Phase], budgets: list[dict[str, int]], sizes: dict[str, int],
