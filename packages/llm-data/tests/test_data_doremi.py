@@ -58,7 +58,8 @@ def test_doremi_moves_weight_to_the_learnable_domain(tmp_path):
     _toy_corpus(tmp_path / "docs")
     data = {"name": "d", "seed": 0, "executor": {"kind": "local", "workers": 1}, "stages": [{
         "name": "doremi", "kind": "doremi", "inputs": {"documents": str(tmp_path / "docs")},
-        "domain_key": "domain", "reference_steps": 150, "proxy_steps": 60, "seq_len": 32, "batch_size": 8}]}
+        "domain_key": "domain", "reference_steps": 150, "proxy_steps": 60, "seq_len": 32, "batch_size": 8,
+        "min_bytes_per_domain": 4096}]}
     host = get_host()
     PipelineRunner(validate_recipe(data, host.registries, host), str(tmp_path / "run"), host).run()
     result = json.loads((tmp_path / "run" / "doremi" / "weights.json").read_text())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 from llm_core.artifacts import write_json
@@ -66,14 +66,29 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@dataclass(frozen=True)
 class DoReMiStage:
-    def __init__(self, **options: Any):
-        self.options = DoReMiConfig(**options)
+    """Plain typed fields, the same as ``DoReMiConfig``'s (the registry validates, then builds this)."""
+
+    domain_key: str = "source"
+    reference_weights: dict[str, float] = field(default_factory=dict)
+    reference_steps: int = 200
+    proxy_steps: int = 200
+    step_size: float = 1.0
+    smoothing: float = 1e-3
+    max_bytes_per_domain: int = 2_000_000
+    min_bytes_per_domain: int = 65_536
+    d_model: int = 64
+    n_layers: int = 2
+    seq_len: int = 64
+    batch_size: int = 16
+    lr: float = 3e-3
+    threads: int = 1
 
     def run(self, ctx: StageContext) -> StageResult:
         from llm_data.tiny_lm import TinyLMSpec, train_proxy, train_reference
 
-        o = self.options
+        o = self
         data = domain_bytes(ctx.input("documents"), o.domain_key, o.max_bytes_per_domain)
         skipped = {d: len(b) for d, b in data.items() if len(b) < max(o.min_bytes_per_domain, 4 * (o.seq_len + 1))}
         data = {d: b for d, b in data.items() if d not in skipped}

@@ -14,7 +14,7 @@ import contextlib
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llm_core.artifacts import atomic_open, join, read_json, write_json
@@ -118,12 +118,25 @@ def sample_shard(task: SampleTask) -> list[dict[str, int]]:
     return [dict(c) for c in written]
 
 
+@dataclass(frozen=True)
 class MixStage:
-    def __init__(self, **options: Any):
-        self.o = MixConfig(**options)
+    """Plain typed fields, the same as ``MixConfig``'s (the registry validates, then builds this)."""
+
+    domain_key: str = "source"
+    method: str = "static"
+    weights: dict[str, float] = field(default_factory=dict)
+    temperature: float = 1.0
+    total_tokens: int | None = None
+    phases: list[PhaseSpec] = field(default_factory=list)
+    anneal_weights: dict[str, float] = field(default_factory=dict)
+    decay_fraction: float = 0.2
+    replay_weights: dict[str, float] = field(default_factory=dict)
+    replay_ratio: float = 0.0
+    bytes_per_token: float = 4.0
+    max_epochs: float | None = 4.0
 
     def run(self, ctx: StageContext) -> StageResult:
-        o = self.o
+        o = self
         files = list_input_files(ctx.input("documents"))
         readers = [reader_for(f.rsplit("/", 1)[-1], "auto") for f in files]
         counts = ctx.run_shards(count_shard, [CountTask(f"count-{i:05d}", f, r, o.domain_key, o.bytes_per_token)
@@ -152,7 +165,7 @@ class MixStage:
         return StageResult(metrics=metrics, artifacts={"mixture": out, "report": ctx.path("mixture.json")})
 
     def _phases(self, ctx: StageContext, sizes: dict[str, int]) -> list[Phase]:
-        o = self.o
+        o = self
         if o.phases:
             return [Phase(p.until_tokens, normalize(p.weights)) for p in o.phases]
         if o.method == "static":
