@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -141,11 +140,13 @@ def per_filter_agreement(source: Path) -> dict[str, dict]:
 
 
 def peak_memory_mb(source: Path) -> float:
-    """Peak RSS of a fresh process running our shard over ``source``."""
-    code = ("import sys, pathlib, tempfile; sys.path.insert(0, 'tools'); import bench_data as b; "
-            "b.run_ours(pathlib.Path(sys.argv[1]), pathlib.Path(tempfile.mkdtemp()))")
-    subprocess.run([sys.executable, "-c", code, str(source)], check=True, cwd=Path(__file__).parent.parent)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    """Peak RSS of a fresh process running our shard over ``source`` (it reports its own)."""
+    code = ("import sys, pathlib, resource, tempfile; sys.path.insert(0, 'tools'); import bench_data as b; "
+            "b.run_ours(pathlib.Path(sys.argv[1]), pathlib.Path(tempfile.mkdtemp())); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", code, str(source)], check=True, capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent)
+    return int(done.stdout.split()[-1]) / 1024
 
 
 def main() -> None:
@@ -176,7 +177,8 @@ def main() -> None:
     if not args.skip_memory:
         big = work / "corpus4" / "docs.jsonl.gz"
         make_corpus(big, 4 * args.copies, seed=100)
-        result["peak_rss_mb"] = {"1x": round(peak_memory_mb(source), 1), "4x": round(peak_memory_mb(big), 1)}
+        result["peak_rss_mb"] = {f"{n_docs} docs": round(peak_memory_mb(source), 1),
+                                 f"{4 * n_docs} docs": round(peak_memory_mb(big), 1)}
     print(json.dumps(result, indent=1))
 
 

@@ -27,18 +27,19 @@ _P, _S = re.escape(_PREFIX), re.escape(_SUFFIX)
 # Each infix alternative starts with its character, so the engine scans for it cheaply.
 _INFIX = (r"[-–—~:<>=/](?<=[^\W_].)(?=[^\W\d_])|[-+*^](?<=[0-9].)(?=[0-9-])"
           r"|,(?<=[^\W\d_],)(?=[^\W\d_])|\.(?<=[a-z'\"]\.)(?=[A-Z'\"])")
-_INFIX_RE = re.compile(_INFIX)
+_INFIX_SPLIT = re.compile(f"({_INFIX})")  # captured, so that split() keeps the infixes
 _WORD = re.compile(
-    rf"\.\.\.+|…"                                       # ellipses stay whole
-    rf"|(?:(?<=\s)|(?<![^{_P}+]))(?:[{_P}]|\+(?![0-9]))"  # a prefix character at a chunk's start
-    rf"|\S*?[^\s{_S}](?=[{_S}]*(?:\s|\Z))"                # a chunk's core, up to its suffixes
-    rf"|[{_S}]"                                           # each suffix character
-    rf"|\S")                                             # anything left
+    rf"\.\.\.+|…"                                               # ellipses stay whole
+    rf"|(?:[{_P}]|\+(?![0-9]))(?<![^\s{_P}+].)"                  # a prefix character at a chunk's start
+    rf"|\S*[^\s{_S}]"                                            # a chunk's core: up to its last non-suffix
+    rf"|[{_S}]"                                                   # each suffix character
+    rf"|\S")                                                     # anything left
 
 
 def _tokenize(text: str) -> list[str]:
-    # Infixes first, in one pass over the text: spaces around them make them chunks of their own.
-    return _WORD.findall(_INFIX_RE.sub(r" \g<0> ", text))
+    # Infixes first, in one pass over the text: spaces around them make them chunks of their own
+    # (split + join stays in C, where sub() would expand a template per match in Python).
+    return _WORD.findall(" ".join(_INFIX_SPLIT.split(text)))
 
 
 _last_split: tuple[str, list[str]] = ("", [])
