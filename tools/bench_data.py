@@ -140,10 +140,11 @@ def per_filter_agreement(source: Path) -> dict[str, dict]:
 
 
 def peak_memory_mb(source: Path) -> float:
-    """Peak RSS of a fresh process running our shard over ``source`` (it reports its own)."""
-    code = ("import sys, pathlib, resource, tempfile; sys.path.insert(0, 'tools'); import bench_data as b; "
+    """Peak RSS of a fresh process running our shard over ``source``: its own VmHWM (ru_maxrss would
+    carry over the high-water mark of this process, which forked it)."""
+    code = ("import sys, pathlib, tempfile; sys.path.insert(0, 'tools'); import bench_data as b; "
             "b.run_ours(pathlib.Path(sys.argv[1]), pathlib.Path(tempfile.mkdtemp())); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
     done = subprocess.run([sys.executable, "-c", code, str(source)], check=True, capture_output=True, text=True,
                           cwd=Path(__file__).parent.parent)
     return int(done.stdout.split()[-1]) / 1024

@@ -67,3 +67,17 @@ def test_doremi_moves_weight_to_the_learnable_domain(tmp_path):
     assert result["weights"]["learnable"] > 0.6 and result["weights"]["noise"] < 0.4
     assert sum(result["weights"].values()) == pytest.approx(1.0, abs=1e-4)
     assert result["mean_excess"]["learnable"] > result["mean_excess"]["noise"]
+
+
+def test_doremi_needs_two_domains_with_enough_text(tmp_path):
+    pytest.importorskip("torch")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(json.dumps({"text": "x" * 5000, "domain": "big"}) + "\n"
+                                    + json.dumps({"text": "tiny", "domain": "small"}) + "\n")
+    data = {"name": "d", "executor": {"kind": "local", "workers": 1}, "stages": [{
+        "name": "doremi", "kind": "doremi", "inputs": {"documents": str(folder)}, "domain_key": "domain",
+        "min_bytes_per_domain": 1024}]}
+    host = get_host()
+    with pytest.raises(ValueError, match="2 domains"):
+        PipelineRunner(validate_recipe(data, host.registries, host), str(tmp_path / "run"), host).run()

