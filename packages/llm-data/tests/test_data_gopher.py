@@ -137,9 +137,9 @@ def test_duplicate_line_and_paragraph_char_fractions(make_doc, prose):
     short_lines = "\n".join(f"line number {i} of the list." for i in range(20))
     f = GopherRepetitionFilter(dup_line_frac=None, dup_para_frac=None, top_n_grams={}, dup_n_grams={})
     # the repeated line holds about 1/3 of the characters (> 0.2)
-    assert f.filter(make_doc("\n".join([long_line, short_lines, long_line]))) == \
+    assert f.filter(make_doc(f"{long_line}\n{short_lines}\n{long_line}")) == \
         "gopher_repetition:duplicate_line_chars"
     # a short repeated line stays under 0.2 of the characters
-    assert f.filter(make_doc("\n".join([long_line, short_lines, "line number 3 of the list."]))) is None
-    assert f.filter(make_doc("\n\n".join([long_line, short_lines, long_line]))) == \
+    assert f.filter(make_doc(f"{long_line}\n{short_lines}\nline number 3 of the list.")) is None
+    assert f.filter(make_doc(f"{long_line}\n\n{short_lines}\n\n{long_line}")) == \
         "gopher_repetition:duplicate_paragraph_chars"
