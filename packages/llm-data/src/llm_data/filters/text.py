@@ -27,9 +27,12 @@ _P, _S = re.escape(_PREFIX), re.escape(_SUFFIX)
 # Each infix alternative starts with its character, so the engine scans for it cheaply.
 _INFIX = (r"[-–—~:<>=/](?<=[^\W_].)(?=[^\W\d_])|[-+*^](?<=[0-9].)(?=[0-9-])"
           r"|,(?<=[^\W\d_],)(?=[^\W\d_])|\.(?<=[a-z'\"]\.)(?=[A-Z'\"])")
-_INFIX_SPLIT = re.compile(f"({_INFIX})")  # captured, so that split() keeps the infixes
+# English clitics split off as spaCy's exceptions do: "can't" -> "ca n't", "it's" -> "it 's".
+_CLITIC = r"(?<=[^\W\d_])(?:n['’]t|['’](?:s|re|ll|ve|d|m))(?![^\W_])"
+_INFIX_SPLIT = re.compile(f"({_INFIX}|{_CLITIC})")  # captured, so that split() keeps the pieces
 _WORD = re.compile(
-    rf"\.\.\.+|…"                                               # ellipses stay whole
+    rf"(?<!\S)(?:n['’]t|['’](?:s|re|ll|ve|d|m))(?!\S)"           # a clitic split off above
+    rf"|\.\.\.+|…"                                              # ellipses stay whole
     rf"|(?:[{_P}]|\+(?![0-9]))(?<![^\s{_P}+].)"                  # a prefix character at a chunk's start
     rf"|\S*[^\s{_S}]"                                            # a chunk's core: up to its last non-suffix
     rf"|[{_S}]"                                                   # each suffix character
