@@ -1,0 +1,1 @@
+"""Pretraining data quality, mixing and curricula for llmt."""

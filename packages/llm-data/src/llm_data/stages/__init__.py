@@ -1,0 +1,1 @@
+"""Stages of llm-data: corpus preparation, tokenization, quality classifier, mixing, DoReMi."""
