@@ -23,6 +23,26 @@ def _console():
     return Console(soft_wrap=True)
 
 
+def _print_table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table on a terminal; plain aligned columns when piped (greppable, never wrapped)."""
+    if sys.stdout.isatty():
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=title)
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*(escape(str(c)) for c in row))
+        _console().print(table)
+        return
+    widths = [max(len(str(c)) for c in [col, *(r[i] for r in rows)]) for i, col in enumerate(columns)]
+    if title:
+        typer.echo(f"# {title}")
+    for row in [columns, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(message, err=True)
     raise typer.Exit(code)
@@ -40,23 +60,11 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
                 "components": {r.kind: {e.name: e.plugin for e in r.entries()} for r in registries.all()}}
         typer.echo(json.dumps(data, indent=2))
         return
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = _console()
-    table = Table(title="plugins")
-    for col in ("plugin", "distribution", "version", "status"):
-        table.add_column(col)
-    for p in host.plugins:
-        table.add_row(p.name, p.distribution, p.version, f"[red]broken: {escape(p.error)}[/red]" if p.error else "ok")
-    console.print(table)
-    components = Table(title="components")
-    for col in ("kind", "name", "plugin", "summary"):
-        components.add_column(col)
-    for registry in registries.all():
-        for entry in registry.entries():
-            components.add_row(registry.kind, entry.name, entry.plugin, escape(entry.summary))
-    console.print(components)
+    _print_table("plugins", ["plugin", "distribution", "version", "status"],
+                 [[p.name, p.distribution, p.version, f"broken: {p.error}" if p.error else "ok"]
+                  for p in host.plugins])
+    _print_table("components", ["kind", "name", "plugin", "summary"],
+                 [[r.kind, e.name, e.plugin, e.summary] for r in registries.all() for e in r.entries()])
 
 
 @app.command()
@@ -75,21 +83,22 @@ def describe(kind: str, name: str,
     if as_json:
         typer.echo(json.dumps(schema, indent=2))
         return
-    from rich.table import Table
-
-    console = _console()
-    console.print(f"[bold]{entry.kind[:-1] if entry.kind.endswith('s') else entry.kind} {entry.name}[/bold]"
-                  f" (plugin {entry.plugin}): {entry.summary}")
+    kind_name = entry.kind[:-1] if entry.kind.endswith("s") else entry.kind
+    typer.echo(f"{kind_name} {entry.name} (plugin {entry.plugin}): {entry.summary}")
     if entry.inputs or entry.optional_inputs:
-        console.print(f"inputs: required {list(entry.inputs)}, optional {list(entry.optional_inputs)}")
-    table = Table()
-    for col in ("option", "type", "default", "description"):
-        table.add_column(col)
+        typer.echo(f"inputs: required {list(entry.inputs)}, optional {list(entry.optional_inputs)}")
     required = set(schema.get("required", []))
-    for field, prop in schema.get("properties", {}).items():
-        default = "(required)" if field in required else json.dumps(prop.get("default"))
-        table.add_row(field, _type_of(prop), default, prop.get("description", ""))
-    console.print(table)
+    rows = [[field, _type_of(prop), _default_of(prop, field in required), prop.get("description", "")]
+            for field, prop in schema.get("properties", {}).items()]
+    _print_table(None, ["option", "type", "default", "description"], rows)
+
+
+def _default_of(prop: dict, required: bool) -> str:
+    if required:
+        return "(required)"
+    if "default" in prop:
+        return json.dumps(prop["default"])
+    return {"object": "{}", "array": "[]"}.get(prop.get("type", ""), "(computed)")  # a default factory
 
 
 def _type_of(prop: dict) -> str:
@@ -156,23 +165,19 @@ def run(recipe: Path,
 @app.command()
 def status(root: str) -> None:
     """Show the stages of a run folder: status, wall time, headline metrics."""
-    from rich.table import Table
-
     from llm_core.artifacts import RunStore
 
     store = RunStore(root)
     stages = store.stages_on_disk()
     if not stages:
         _fail(f"{root}: no stage manifests found (is this a run folder?)")
-    table = Table(title=f"run {root}")
-    for col in ("stage", "kind", "status", "wall s", "finished", "metrics"):
-        table.add_column(col)
+    rows = []
     for stage in stages:
         m = store.read_manifest(stage) or {}
         metrics = ", ".join(f"{k}={v}" for k, v in (m.get("metrics") or {}).items() if not isinstance(v, dict))
-        table.add_row(stage, m.get("kind", "?"), m.get("status", "?"), str(m.get("wall_time_s", "")),
-                      m.get("finished_at", ""), metrics[:120])
-    _console().print(table)
+        rows.append([stage, m.get("kind", "?"), m.get("status", "?"), str(m.get("wall_time_s", "")),
+                     m.get("finished_at", ""), metrics[:160]])
+    _print_table(f"run {root}", ["stage", "kind", "status", "wall s", "finished", "metrics"], rows)
 
 
 def _add_plugin_commands() -> None:
