@@ -45,3 +45,9 @@ TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num
 def tiny_engine(registries, tokenizer_dir):
     return registries.engines.build("torch", {"model": TINY_SHAPE, "tokenizer": tokenizer_dir,
                                               "lr": 1e-2, "total_steps": 20, "seed": 0})
+
+
+@pytest.fixture(scope="session")
+def make_texts():
+    """The seeded corpus generator, for tests that write their own inputs."""
+    return seeded_texts
