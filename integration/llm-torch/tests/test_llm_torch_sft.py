@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -125,6 +126,7 @@ def test_sft_fails_up_front_when_most_records_are_bad(host, tmp_path, tokenizer_
 
 
 def test_describe_stage_sft_prints_the_schema():
+    env = {**os.environ, "COLUMNS": "250"}
     out = subprocess.run([sys.executable, "-m", "llm_core.cli", "describe", "stage", "sft"],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, env=env).stdout
     assert "chat_template" in out and "max_rejects_fraction" in out and "seq_len" in out
