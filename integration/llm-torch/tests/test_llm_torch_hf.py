@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from llm_torch import hf
 from llm_torch.model import LlamaModel, ModelConfig
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from llm_core.types import SamplingParams
 from llm_torch.sampler import filter_logits
 

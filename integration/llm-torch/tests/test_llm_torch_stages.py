@@ -7,7 +7,6 @@ import uuid
 
 import numpy as np
 import pytest
-
 from llm_core.artifacts import RunStore
 from llm_core.config import validate_recipe
 from llm_core.plugins import get_host, reset_host
@@ -29,8 +28,7 @@ def host():
 def corpus(tmp_path_factory, make_texts):
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
     with open(path, "w") as handle:
-        for i, text in enumerate(make_texts(300)):
-            handle.write(json.dumps({"id": str(i), "text": text}) + "\n")
+        handle.writelines(json.dumps({"id": str(i), "text": text}) + "\n" for i, text in enumerate(make_texts(300)))
         handle.write("{not json\n")  # a malformed line: counted and written to rejects, never a crash
     return str(path)
 
@@ -116,7 +114,7 @@ def test_midtrain_defaults_to_a_tenth_of_the_peak_lr_and_warns_above(host, corpu
     stages = [pretrain_stage(corpus, steps=4),
               {"name": "mid", "kind": "midtrain", "inputs": {"checkpoint": "pretrain/checkpoint",
                "documents": str(new_docs), "replay": corpus}, "replay_ratio": 0.25,
-               **{**TRAIN, "lr": None, "steps": 4}}]
+               **TRAIN, "lr": None, "steps": 4}]
     stages[1].pop("lr")
     run(host, tmp_path / "a", stages)
     mid = RunStore(str(tmp_path / "a")).read_metrics("mid")
