@@ -6,7 +6,11 @@ import random
 
 import pytest
 
-WORDS = ["the", "a", "river", "city", "school", "music", "water", "energy", "market", "language", "science", "valley", "garden", "teacher", "student", "library", "network", "model", "theory", "country", "island", "mountain", "forest", "season", "harvest", "journey", "letter", "memory", "village", "bridge", "council", "station", "museum"]
+WORDS = """
+the a river city school music water energy market language science valley garden teacher
+student library network model theory country island mountain forest season harvest journey
+letter memory village bridge council station museum
+""".split()
 
 
 def seeded_texts(count: int = 400, seed: int = 0) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from llm_torch import hf
 from llm_torch.model import LlamaModel, ModelConfig
 

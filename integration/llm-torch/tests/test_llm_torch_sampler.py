@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from llm_core.types import SamplingParams
 from llm_torch.sampler import filter_logits
 

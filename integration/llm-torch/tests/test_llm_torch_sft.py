@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from llm_core.artifacts import RunStore
 from llm_core.config import validate_recipe
 from llm_core.plugins import get_host, reset_host

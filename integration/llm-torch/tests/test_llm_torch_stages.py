@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+
 from llm_core.artifacts import RunStore
 from llm_core.config import validate_recipe
 from llm_core.plugins import get_host, reset_host

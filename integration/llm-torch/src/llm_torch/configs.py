@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from llm_core.config import Config
 from pydantic import Field, model_validator
+
+from llm_core.config import Config
 
 
 class ModelShape(Config):

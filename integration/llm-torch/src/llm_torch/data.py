@@ -20,6 +20,7 @@ from typing import Any
 import fsspec
 import numpy as np
 from fsspec.core import url_to_fs
+
 from llm_core.artifacts import atomic_open, exists, join, write_json
 
 FORMAT = "llmt-tokens-v1"

@@ -49,7 +49,8 @@ def launch(ctx: StageContext, processes: int, options: dict[str, Any]) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", "llm_torch.distributed", handle.name]
     try:
-        done = subprocess.run(command, check=False, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        done = subprocess.run(command, check=False, env=env)
     finally:
         os.unlink(handle.name)
     if done.returncode != 0:
@@ -60,6 +61,7 @@ def launch(ctx: StageContext, processes: int, options: dict[str, Any]) -> None:
 def worker_main(spec_path: str) -> None:
     import torch
     import torch.distributed as dist
+
     from llm_core import artifacts
     from llm_core.plugins import get_registries
 

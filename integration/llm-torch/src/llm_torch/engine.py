@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from llm_core.types import Sample, SamplingParams
 
+from llm_core.types import Sample, SamplingParams
 from llm_torch import hf, sampler
 from llm_torch.model import LlamaModel, ModelConfig
 from llm_torch.schedules import Schedule, ScheduleName
@@ -228,6 +228,7 @@ class TorchEngine:
     def load(self, uri: str) -> dict[str, Any]:
         """Restore weights and, when present, the training state; returns the saved ``extra``."""
         import fsspec
+
         from llm_core.artifacts import exists, join
 
         self.update_weights(uri)

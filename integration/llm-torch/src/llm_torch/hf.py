@@ -12,8 +12,8 @@ from typing import Any
 
 import fsspec
 import torch
-from llm_core.artifacts import atomic_open, exists, join, write_json
 
+from llm_core.artifacts import atomic_open, exists, join, write_json
 from llm_torch.model import LlamaModel, ModelConfig
 from llm_torch.tokenizer import TextTokenizer
 

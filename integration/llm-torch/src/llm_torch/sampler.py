@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from llm_core.types import Sample, SamplingParams
 
+from llm_core.types import Sample, SamplingParams
 from llm_torch.model import KVCache, LlamaModel, padding_mask
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import fsspec
 import numpy as np
+
 from llm_core.stage import StageContext
 from llm_core.types import Conversation, Message, StageResult
-
 from llm_torch.distributed import is_main, rank_and_world
 from llm_torch.engine import TorchEngine
 from llm_torch.stages import (

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fsspec.core import url_to_fs
+
 from llm_core.builtins.jsonl import write_records
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-
 from llm_torch import data, hf
 from llm_torch.configs import ModelShape
 from llm_torch.distributed import barrier, is_main, launch, rank_and_world

@@ -11,13 +11,17 @@ import json
 import random
 from typing import Any
 
+from pydantic import Field
+
 from llm_core.artifacts import atomic_open
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from pydantic import Field
 
-WORDS = ["apple", "river", "stone", "cloud", "music", "garden", "silver", "window", "forest", "bridge", "candle", "ocean", "lantern", "meadow", "harbor", "pepper", "violet", "thunder", "marble"]
+WORDS = """
+apple river stone cloud music garden silver window forest bridge candle ocean lantern
+meadow harbor pepper violet thunder marble
+""".split()
 
 
 class SyntheticChatConfig(Config):

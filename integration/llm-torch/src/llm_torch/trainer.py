@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import fsspec
 import torch
-from llm_core.artifacts import atomic_open, exists
 
+from llm_core.artifacts import atomic_open, exists
 from llm_torch.engine import TorchEngine
 
 log = logging.getLogger("llmt")
