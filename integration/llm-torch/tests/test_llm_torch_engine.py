@@ -104,3 +104,18 @@ def test_schedules():
     assert [warm.lr(s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     wsd = Schedule(1.0, total_steps=10, warmup_steps=2, kind="wsd", min_lr_ratio=0.0, decay_fraction=0.3)
     assert [round(wsd.lr(s), 3) for s in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_value_head_feeds_the_loss_and_trains(registries, tokenizer_dir):
+    engine = registries.engines.build("torch", {"model": {"hidden_size": 32, "intermediate_size": 64,
+                                                          "num_layers": 1, "num_heads": 2, "num_kv_heads": 1},
+                                                "tokenizer": tokenizer_dir, "value_head": True, "lr": 1e-2,
+                                                "schedule": "constant"})
+    batch = {"input_ids": [[5, 6, 7, 8], [9, 10, 11, 12]], "returns": [1.0, -1.0]}
+
+    def value_loss(values, returns):
+        return ((values[:, -1] - returns) ** 2).mean()
+
+    curve = [engine.train_step(batch, value_loss)["loss"] for _ in range(20)]
+    assert curve[-1] < curve[0] / 4
+    assert engine.values(batch).shape == (2, 4)
