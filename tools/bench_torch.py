@@ -34,7 +34,9 @@ SEQ_LEN, GEN_BATCH, PROMPT_LEN, NEW_TOKENS = 256, 8, 32, 128
 
 
 def build(size: str):
-    """Our model and transformers' LlamaForCausalLM with the same config and the same weights."""
+    """Our model and transformers' LlamaForCausalLM with the same config and the same weights.
+
+    Used for speed; memory is measured on a process that builds only one of them."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from llm_torch.model import LlamaModel, ModelConfig
@@ -108,39 +110,66 @@ def generate_runner(library: str, model):
     return hf_gen
 
 
-def make_runner(library: str, task: str, size: str):
-    ours, theirs = build(size)
-    model = ours if library == "llm-torch" else theirs
+def make_runner(library: str, task: str, size: str, model=None):
+    if model is None:
+        ours, theirs = build(size)
+        model = ours if library == "llm-torch" else theirs
     if task == "train":
         return train_runner(library, model, SIZES[size]["train_batch"])
     return generate_runner(library, model)
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(tokens per wall-clock second, tokens per CPU second of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     tokens = fn()
-    return tokens / (time.perf_counter() - start)
+    return tokens / (time.perf_counter() - wall), tokens / (time.process_time() - cpu)
 
 
-def side_by_side(task: str, size: str, runs: int) -> dict[str, list[float]]:
-    runners = {lib: make_runner(lib, task, size) for lib in ("llm-torch", "transformers")}
+def side_by_side(task: str, size: str, runs: int) -> dict[str, dict[str, list[float]]]:
+    ours, theirs = build(size)
+    runners = {"llm-torch": make_runner("llm-torch", task, size, ours),
+               "transformers": make_runner("transformers", task, size, theirs)}
     for fn in runners.values():  # warm-up: allocator, kernels, first-call overheads
         fn()
-    rates: dict[str, list[float]] = {lib: [] for lib in runners}
+    rates: dict[str, dict[str, list[float]]] = {lib: {"wall": [], "cpu": []} for lib in runners}
     for _ in range(runs):
         for lib, fn in runners.items():
-            rates[lib].append(timed(fn))
+            wall, cpu = timed(fn)
+            rates[lib]["wall"].append(wall)
+            rates[lib]["cpu"].append(cpu)
     return rates
 
 
-def peak_memory_mib(library: str, task: str, size: str, threads: int) -> float:
-    """Peak RSS of a fresh process that builds the model and runs the task twice."""
+def peak_memory_mib(library: str, task: str, size: str, threads: int) -> tuple[float, float]:
+    """(peak RSS, peak RSS minus the RSS after imports) of a fresh process that builds only this
+    library's model and runs the task twice."""
     code = (f"import sys; sys.argv=['x']; import torch; torch.set_num_threads({threads}); "
-            "sys.path.insert(0, 'tools'); import bench_torch as b, resource; "
-            f"fn=b.make_runner({library!r}, {task!r}, {size!r}); fn(); fn(); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "sys.path.insert(0, 'tools'); import bench_torch as b, resource, os, transformers, llm_torch.engine; "
+            "base = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024; "
+            f"fn=b.make_runner({library!r}, {task!r}, {size!r}, b.build_one({library!r}, {size!r})); fn(); fn(); "
+            "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    base, peak = (int(v) for v in out.stdout.strip().splitlines()[-1].split())
+    return peak / 1024, (peak - base) / 1024
+
+
+def build_one(library: str, size: str):
+    """Only one library's model (for a memory measurement that the other does not inflate)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm_torch.model import LlamaModel, ModelConfig
+
+    shape = {k: v for k, v in SIZES[size].items() if k != "train_batch"}
+    torch.manual_seed(0)
+    if library == "llm-torch":
+        return LlamaModel(ModelConfig(max_seq_len=1024, tie_embeddings=True, **shape))
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
+        intermediate_size=shape["intermediate_size"], num_hidden_layers=shape["num_layers"],
+        num_attention_heads=shape["num_heads"], num_key_value_heads=shape["num_kv_heads"],
+        max_position_embeddings=1024, tie_word_embeddings=True, rms_norm_eps=1e-5,
+        attn_implementation="sdpa"))
 
 
 def main() -> None:
@@ -159,10 +188,14 @@ def main() -> None:
             rates = side_by_side(task, size, args.runs)
             row = {"size": size, "task": task, "runs": args.runs, "threads": args.threads}
             for lib, values in rates.items():
-                row[lib] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+                wall, cpu = values["wall"], values["cpu"]
+                row[lib] = {"median": statistics.median(wall), "min": min(wall), "max": max(wall),
+                            "cpu_median": statistics.median(cpu)}
                 if not args.no_memory:
-                    row[lib]["peak_rss_mib"] = peak_memory_mib(lib, task, size, args.threads)
+                    row[lib]["peak_rss_mib"], row[lib]["peak_over_imports_mib"] = peak_memory_mib(
+                        lib, task, size, args.threads)
             row["ratio"] = row["llm-torch"]["median"] / row["transformers"]["median"]
+            row["cpu_ratio"] = row["llm-torch"]["cpu_median"] / row["transformers"]["cpu_median"]
             results.append(row)
             print(format_row(row), flush=True)
     if args.json:
@@ -174,10 +207,13 @@ def format_row(row: dict) -> str:
     ours, theirs = row["llm-torch"], row["transformers"]
     memory = ""
     if "peak_rss_mib" in ours:
-        memory = f" | peak RSS {ours['peak_rss_mib']:.0f} vs {theirs['peak_rss_mib']:.0f} MiB"
-    return (f"{row['size']:>5} {row['task']:<8} llm-torch {ours['median']:9.1f} tok/s "
-            f"(min {ours['min']:.1f}, max {ours['max']:.1f}) | transformers {theirs['median']:9.1f} tok/s "
-            f"(min {theirs['min']:.1f}, max {theirs['max']:.1f}) | ratio {row['ratio']:.2f}x{memory}")
+        memory = (f" | peak RSS {ours['peak_rss_mib']:.0f} vs {theirs['peak_rss_mib']:.0f} MiB "
+                  f"(over imports {ours['peak_over_imports_mib']:.0f} vs {theirs['peak_over_imports_mib']:.0f})")
+    return (f"{row['size']:>5} {row['task']:<8} llm-torch {ours['median']:8.1f} tok/s "
+            f"(min {ours['min']:.0f}, max {ours['max']:.0f}; per CPU-s {ours['cpu_median']:.0f}) | "
+            f"transformers {theirs['median']:8.1f} tok/s (min {theirs['min']:.0f}, max {theirs['max']:.0f}; "
+            f"per CPU-s {theirs['cpu_median']:.0f}) | ratio {row['ratio']:.2f}x (CPU-time {row['cpu_ratio']:.2f}x)"
+            f"{memory}")
 
 
 if __name__ == "__main__":
