@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -143,15 +142,21 @@ def side_by_side(task: str, size: str, runs: int) -> dict[str, dict[str, list[fl
 
 def peak_memory_mib(library: str, task: str, size: str, threads: int) -> tuple[float, float]:
     """(peak RSS, peak RSS minus the RSS after imports) of a fresh process that builds only this
-    library's model and runs the task twice."""
+    library's model and runs the task twice. The peak is VmHWM (per process image): getrusage's
+    ru_maxrss would carry over the parent's peak across fork + exec."""
     code = (f"import sys; sys.argv=['x']; import torch; torch.set_num_threads({threads}); "
-            "sys.path.insert(0, 'tools'); import bench_torch as b, resource, os, transformers, llm_torch.engine; "
-            "base = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024; "
+            "sys.path.insert(0, 'tools'); import bench_torch as b, transformers, llm_torch.engine; "
+            "base = b.status_kib('VmRSS'); "
             f"fn=b.make_runner({library!r}, {task!r}, {size!r}, b.build_one({library!r}, {size!r})); fn(); fn(); "
-            "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(base, b.status_kib('VmHWM'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     base, peak = (int(v) for v in out.stdout.strip().splitlines()[-1].split())
     return peak / 1024, (peak - base) / 1024
+
+
+def status_kib(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(field + ":"))
 
 
 def build_one(library: str, size: str):
@@ -179,12 +184,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = []
     for size in args.sizes:
         for task in args.tasks:
+            if args.memory_only:
+                for lib in ("llm-torch", "transformers"):
+                    peak, over = peak_memory_mib(lib, task, size, args.threads)
+                    print(f"{size:>5} {task:<8} {lib:<12} peak RSS {peak:.0f} MiB, {over:.0f} MiB over imports")
+                continue
             rates = side_by_side(task, size, args.runs)
             row = {"size": size, "task": task, "runs": args.runs, "threads": args.threads}
             for lib, values in rates.items():
@@ -217,5 +228,4 @@ def format_row(row: dict) -> str:
 
 
 if __name__ == "__main__":
-    _ = resource  # imported for the memory subprocesses
     main()
