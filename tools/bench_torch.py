@@ -178,6 +178,7 @@ def build_one(library: str, size: str):
 
 
 def main() -> None:
+    global NEW_TOKENS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--tasks", nargs="+", default=["train", "generate"], choices=["train", "generate"])
@@ -185,9 +186,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
+    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per prompt")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    NEW_TOKENS = args.new_tokens
     results = []
     for size in args.sizes:
         for task in args.tasks:
@@ -197,7 +200,8 @@ def main() -> None:
                     print(f"{size:>5} {task:<8} {lib:<12} peak RSS {peak:.0f} MiB, {over:.0f} MiB over imports")
                 continue
             rates = side_by_side(task, size, args.runs)
-            row = {"size": size, "task": task, "runs": args.runs, "threads": args.threads}
+            row = {"size": size, "task": task, "runs": args.runs, "threads": args.threads,
+                   "new_tokens": NEW_TOKENS}
             for lib, values in rates.items():
                 wall, cpu = values["wall"], values["cpu"]
                 row[lib] = {"median": statistics.median(wall), "min": min(wall), "max": max(wall),
