@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="llmt: one toolkit for the LLM training pipeline, from raw text to an evaluated model.")
 
 SetOption = Annotated[Optional[list[str]],
@@ -183,9 +183,9 @@ def status(root: str) -> None:
 def _add_plugin_commands() -> None:
     """Commands that plugins register join the CLI; a broken one is skipped, never fatal."""
     try:
-        from llm_core.plugins import get_registries
+        from llm_core.plugins import get_host
 
-        for entry in get_registries().commands.entries():
+        for entry in get_host().commands().entries():
             app.command(name=entry.name, help=entry.summary)(entry.factory)
     except Exception as exc:  # noqa: BLE001
         typer.echo(f"warning: plugin commands unavailable: {exc}", err=True)

@@ -19,7 +19,7 @@ import pluggy
 
 from llm_core import hookspecs
 from llm_core.errors import close_matches
-from llm_core.registry import KINDS, Registries
+from llm_core.registry import KINDS, Registries, Registry
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
@@ -95,6 +95,15 @@ class PluginHost:
             if self._registries is None:
                 self._registries = self._build_registries()
             return self._registries
+
+    def commands(self) -> Registry:
+        """Only the ``commands`` registry: the CLI needs it at start-up, before any other kind,
+        and building every registry would import every plugin's components."""
+        if self._registries is not None:
+            return self._registries.commands
+        registry = Registry("commands")
+        self._call_each("register_commands", lambda fn: fn(registry=registry), registry)
+        return registry
 
     def _build_registries(self) -> Registries:
         registries = Registries()
