@@ -1,0 +1,33 @@
+"""Entry point of llm-rlvr: registers its advantage estimators, policy losses, verifiers, stages.
+
+Everything heavy (torch, sympy, the sandbox) is imported inside the hook functions so that loading
+the plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_advantage_estimators(registry: Any) -> None:
+    from llm_rlvr import advantages as a
+
+    registry.add("grpo", a.make_grpo, config=a.GrpoAdvantageConfig,
+                 summary="group-normalized: (r - group mean) / group std")
+    registry.add("dr_grpo", a.make_dr_grpo, summary="group mean baseline, no std division (Dr. GRPO)")
+    registry.add("rloo", a.make_rloo, summary="leave-one-out baseline: r - mean of the other samples")
+    registry.add("reinforce_pp", a.make_reinforce_pp, config=a.ReinforcePPConfig,
+                 summary="REINFORCE++: batch-normalized (optionally group baseline first)")
+
+
+@hookimpl
+def register_losses(registry: Any) -> None:
+    from llm_rlvr import policy_loss as p
+
+    registry.add("grpo", p.make_clipped_loss, config=p.ClippedLossConfig,
+                 summary="clipped-ratio policy loss + k3 KL, token / sequence / constant aggregation")
+    registry.add("dr_grpo", p.make_dr_grpo_loss, config=p.DrGrpoLossConfig,
+                 summary="clipped-ratio policy loss summed over tokens / a constant budget (no length bias)")
