@@ -31,3 +31,23 @@ def register_losses(registry: Any) -> None:
                  summary="clipped-ratio policy loss + k3 KL, token / sequence / constant aggregation")
     registry.add("dr_grpo", p.make_dr_grpo_loss, config=p.DrGrpoLossConfig,
                  summary="clipped-ratio policy loss summed over tokens / a constant budget (no length bias)")
+
+
+@hookimpl
+def register_verifiers(registry: Any) -> None:
+    from llm_rlvr.verifiers import code, combine, math, process
+
+    registry.add("math", math.MathVerifier, config=math.MathConfig,
+                 summary="final answer (\\boxed, <answer>, 'answer:', last number) equals the reference")
+    registry.add("code", code.CodeVerifier, config=code.CodeConfig,
+                 summary="program passes its unit tests inside the sandbox")
+    registry.add("format", combine.FormatVerifier, config=combine.FormatConfig,
+                 summary="completion matches a structure regex (default <think>...</think><answer>...</answer>)")
+    registry.add("weighted", combine.WeightedVerifier, config=combine.WeightedConfig,
+                 summary="weighted sum of registered verifiers")
+    registry.add("length_penalty", combine.LengthPenaltyVerifier, config=combine.LengthPenaltyConfig,
+                 summary="a verifier's score minus a soft overlong penalty")
+    registry.add("process_reward", process.ProcessRewardVerifier, config=process.ProcessRewardConfig,
+                 summary="per-step scores from a step scorer (PRM), aggregated")
+    registry.add("arithmetic_steps", process.ArithmeticStepsVerifier,
+                 summary="rule-based step scorer: every 'a op b = c' in a step is true")
