@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llm_core.plugins import PluginHost  # noqa: E402
+from llm_core.plugins import PluginHost
 
 
 def _rewards(groups=5, k=4, seed=0):

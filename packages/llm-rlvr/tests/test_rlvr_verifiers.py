@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-
 from llm_core.plugins import get_registries
 
 
@@ -80,19 +77,24 @@ def test_process_reward_with_arithmetic_steps(verifiers):
         verifiers.build("process_reward", {"scorer": "math"})
 
 
-def test_pool_matches_in_process_and_is_asynchronous():
+def test_pool_matches_in_process():
     from llm_rlvr.pool import VerifierPool
 
     items = [("", f"\\boxed{{{i}}}", str(i if i % 3 else i + 1)) for i in range(30)]
     with VerifierPool("math", workers=0) as local:
         expected = [v.passed for v in local.verify_many(items)]
     with VerifierPool("math", workers=2, timeout_s=20) as pool:
-        t0 = time.perf_counter()
-        futures = pool.submit_many(items)
-        submit_s = time.perf_counter() - t0
-        got = [f.result().passed for f in futures]
+        got = [f.result().passed for f in pool.submit_many(items)]
     assert got == expected
-    assert submit_s < 0.5  # submitting does not wait for the verdicts
+
+
+def test_pool_submit_does_not_wait_for_verdicts():
+    from llm_rlvr.pool import VerifierPool
+
+    with VerifierPool("code", workers=2, timeout_s=30) as pool:
+        futures = pool.submit_many([("", "import time; time.sleep(1.5)", "")] * 2)
+        assert not any(f.done() for f in futures)  # the caller is free to keep generating
+        assert all(f.result().passed for f in futures)
 
 
 def test_pool_times_out_a_stuck_sample(tmp_path):

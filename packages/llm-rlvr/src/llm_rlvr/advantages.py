@@ -11,9 +11,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from pydantic import Field
-
 from llm_core.config import Config
+from pydantic import Field
 
 
 def _check_groups(rewards: Any, minimum: int = 1) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Literal
 
-from pydantic import Field
-
 from llm_core.config import Config
+from pydantic import Field
 
 Aggregation = Literal["token_mean", "sequence_mean", "constant"]
 

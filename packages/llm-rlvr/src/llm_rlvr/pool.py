@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from llm_core.types import Verdict
 
@@ -92,7 +92,7 @@ class VerifierPool:
             self._pool.join()
             self._pool = None
 
-    def __enter__(self) -> VerifierPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

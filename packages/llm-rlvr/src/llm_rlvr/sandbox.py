@@ -11,8 +11,9 @@ Layers, each stopping a different attack:
   bomb is not stopped. As root without bwrap, the program also gets a private network namespace.
 * **rlimits** set in the child before exec: CPU seconds, address space, file size, open files,
   process count, and no core dumps.
-* **A new session**: on timeout or too much output the whole process group is SIGKILLed (and with
-  bwrap the PID namespace dies with it, so even a child that called setsid goes).
+* **A new session**: on timeout or too much output the whole process group is SIGKILLed, and the
+  sandbox waits until it is gone. With bwrap the PID namespace dies with it, so even a child that
+  called setsid goes; without bwrap such a child survives until its CPU limit (a known gap).
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ NOBODY_UID = 65534
 NOBODY_GID = 65534
 CLONE_NEWNET = 0x40000000
 _SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
+PR_SET_CHILD_SUBREAPER = 36
 _warned_fallback = False
+_subreaper = False
+# Loaded here, in the parent: dlopen in a forked child could deadlock on the loader's lock.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Sandbox:
         self.bwrap = bwrap if isolation in ("auto", "bwrap") else None
         self.drop_to_nobody = os.geteuid() == 0
         self.python = python or self._pick_python()
+        _become_subreaper()
         if self.bwrap is None:
             self._warn_fallback()
 
@@ -125,7 +131,7 @@ class Sandbox:
         if not _warned_fallback:
             _warned_fallback = True
             log.warning(
-                "SANDBOX ISOLATION IS WEAKER: bubblewrap (bwrap) was not found, so model-written code "
+                "SANDBOX ISOLATION IS WEAKER: bubblewrap (bwrap) is not in use, so model-written code "
                 "runs with resource limits only%s: it can read world-readable files and the rest of "
                 "the filesystem is protected only by file permissions. Install bubblewrap "
                 "(apt-get install bubblewrap) for namespace isolation.",
@@ -142,7 +148,9 @@ class Sandbox:
         system = ["/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc/alternatives"]
         binds = _bind_args_for(system) + ([] if prefix in ("/usr", "/") else _bind_args_for([prefix]))
         return [
-            self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
+            # No --new-session: the program must stay in our process group so killpg reaches it
+            # (it has no controlling terminal anyway, which is what --new-session protects).
+            self.bwrap, "--unshare-all", "--die-with-parent", "--clearenv",
             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
             *binds, "--proc", "/proc", "--dev", "/dev",
             "--size", str(self.limits.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
@@ -160,7 +168,7 @@ class Sandbox:
             resource.setrlimit(kind, (value, value))
         if self.drop_to_nobody:
             if self.bwrap is None:  # bwrap brings its own network namespace
-                ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET)
+                _LIBC.unshare(CLONE_NEWNET)
             os.setgroups([])
             os.setgid(NOBODY_GID)
             os.setuid(NOBODY_UID)
@@ -183,7 +191,10 @@ class Sandbox:
         start = time.monotonic()
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir}
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._preexec)
+                                stderr=subprocess.PIPE, start_new_session=True,
+                                # Only async-signal-safe work happens in it (setrlimit, unshare,
+                                # setuid; libc loaded beforehand), so threads in the parent are fine.
+                                preexec_fn=self._preexec)  # noqa: PLW1509
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(stdin.encode())
         with contextlib.suppress(BrokenPipeError):
@@ -194,9 +205,11 @@ class Sandbox:
                 proc.wait(timeout=max(0.0, self.limits.wall_seconds - (time.monotonic() - start)))
             except subprocess.TimeoutExpired:
                 timed_out = True
-        _kill_group(proc)
-        returncode = proc.wait()
-        _kill_group(proc)  # leftovers that outlived the leader (without bwrap's PID namespace)
+        if timed_out or truncated:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        returncode = proc.wait()  # reap the leader, so that only live leftovers keep the group
+        _kill_group(proc)  # children that outlived the leader
         return SandboxResult(None if timed_out else returncode, out.decode(errors="replace"),
                              err.decode(errors="replace"), timed_out, truncated,
                              time.monotonic() - start, self.isolation)
@@ -233,6 +246,32 @@ class Sandbox:
         return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), timed_out, truncated
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def _become_subreaper() -> None:
+    """Adopt our orphaned descendants so we can reap them at once.
+
+    bwrap's outer process exits before reaping its namespace's init, which is then re-parented to
+    PID 1; a container's PID 1 may reap it only a second later, and a zombie still counts against
+    the sandbox user's process limit. As a child subreaper we inherit those zombies instead, and
+    ``_kill_group`` reaps exactly the ones in the sandbox's process group.
+    """
+    global _subreaper
+    if not _subreaper:
+        with contextlib.suppress(OSError, AttributeError):
+            _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        _subreaper = True
+
+
+def _kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    """SIGKILL the whole group, reap its zombies, and return once it is gone: dying processes
+    still count against the user's process limit, so the next sandbox could not start."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-proc.pid, os.WNOHANG)[0]:
+                pass
+        time.sleep(0.002)
+    log.warning("sandbox process group %d did not exit within %.1fs of SIGKILL", proc.pid, grace_s)

