@@ -1,0 +1,320 @@
+"""``TorchEngine``: the embedded policy, both a ``TrainEngine`` and a ``RolloutEngine``.
+
+Built from the registry (``registries.engines.build("torch", {"checkpoint": path, ...})``) or
+directly. See the package README for the batch keys and what a loss function receives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+
+from llm_core.types import Sample, SamplingParams
+from llm_torch import hf, sampler
+from llm_torch.model import LlamaModel, ModelConfig
+from llm_torch.schedules import Schedule, ScheduleName
+from llm_torch.tokenizer import TextTokenizer
+
+IGNORE_INDEX = -100
+Precision = Literal["fp32", "bf16"]
+# Keys of a batch the engine itself consumes; every other key is handed to the loss function.
+ENGINE_KEYS = ("input_ids", "attention_mask", "labels", "loss_mask")
+TRAINING_STATE = "training_state.pt"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class TorchEngine:
+    """A Llama-style policy with its tokenizer, AdamW optimizer and learning-rate schedule."""
+
+    def __init__(self, checkpoint: str | None = None, *, model: LlamaModel | ModelConfig | None = None,
+                 tokenizer: TextTokenizer | None = None, device: str = "cpu", precision: Precision = "fp32",
+                 lr: float = 3e-4, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
+                 grad_clip: float | None = 1.0, schedule: ScheduleName = "constant", warmup_steps: int = 0,
+                 total_steps: int = 1000, min_lr_ratio: float = 0.1, decay_fraction: float = 0.2,
+                 seed: int = 0, value_head: bool = False, trainable: bool = True):
+        torch.manual_seed(seed)
+        self.device = resolve_device(device)
+        self.precision = precision
+        if checkpoint is not None:
+            self.model, loaded_tokenizer = hf.load_checkpoint(checkpoint, value_head=value_head or None)
+            tokenizer = tokenizer or loaded_tokenizer
+        elif isinstance(model, LlamaModel):
+            self.model = model
+        elif isinstance(model, ModelConfig):
+            self.model = LlamaModel(model)
+        else:
+            raise ValueError("TorchEngine needs a checkpoint folder or a model (LlamaModel / ModelConfig)")
+        self.model.to(self.device)
+        self.tokenizer = tokenizer
+        self.schedule = Schedule(lr, total_steps, warmup_steps, schedule, min_lr_ratio, decay_fraction)
+        self.grad_clip = grad_clip
+        self.step = 0  # optimizer steps taken
+        self.optimizer: torch.optim.Optimizer | None = None
+        if trainable:
+            self.optimizer = self._build_optimizer(lr, weight_decay, betas)
+        else:
+            self.model.requires_grad_(False).eval()
+        self._trainer_model: torch.nn.Module = self.model
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and trainable:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._trainer_model = DistributedDataParallel(self.model)
+
+    def _build_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float]):
+        # No weight decay on norms and biases (1-d tensors), as GPT-2 / Llama training does.
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+
+    # --- batches ----------------------------------------------------------------------------
+
+    def prepare(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Tensors on the device, with ``attention_mask`` and aligned ``labels`` filled in."""
+        ids = batch["input_ids"]
+        pad_id = self.tokenizer.pad_id if self.tokenizer is not None else 0
+        if torch.is_tensor(ids):
+            ids = ids.long()
+            attention = torch.as_tensor(batch.get("attention_mask", torch.ones_like(ids))).long()
+        else:
+            ids, attention = _right_pad(ids, pad_id)
+        out = {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device)}
+        if batch.get("labels") is not None:
+            out["labels"] = _as_tensor(batch["labels"], ids.shape, IGNORE_INDEX).long().to(self.device)
+        else:
+            targets = torch.full_like(ids, IGNORE_INDEX)
+            targets[:, :-1] = ids[:, 1:]
+            keep = torch.zeros_like(ids, dtype=torch.bool)
+            keep[:, :-1] = attention[:, 1:].bool()
+            if batch.get("loss_mask") is not None:
+                keep[:, :-1] &= _as_tensor(batch["loss_mask"], ids.shape, 0).bool()[:, 1:]
+            out["labels"] = targets.masked_fill(~keep, IGNORE_INDEX).to(self.device)
+        for key, value in batch.items():
+            if key not in ENGINE_KEYS:  # loss inputs: per-row (B,) or per-token (B, T) like labels
+                out[key] = _as_tensor(value, ids.shape, 0.0).to(self.device)
+        return out
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --- TrainEngine --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def logprobs(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Per-token logprobs (B, T) of ``labels`` (fp32); 0 where the label is ignored."""
+        tensors = self.prepare(batch)
+        with self._autocast():
+            logits = self.model(tensors["input_ids"])
+        return token_logprobs(logits, tensors["labels"])
+
+    def forward_backward(self, batch: Mapping[str, Any], loss_fn: Callable[..., Any], scale: float = 1.0,
+                         sync: bool = True) -> dict[str, float]:
+        """Loss and gradients of one micro-batch, gradients scaled by ``scale`` and accumulated."""
+        tensors = self.prepare(batch)
+        self._trainer_model.train()
+        no_sync = getattr(self._trainer_model, "no_sync", None)
+        context = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
+        with context:
+            with self._autocast():
+                if self.model.value_head is None:
+                    logits, values = self._trainer_model(tensors["input_ids"]), None
+                else:  # logits and values from one pass over the backbone
+                    states = self.model.hidden(tensors["input_ids"])
+                    logits, values = self.model.lm_head(states), self.model.values(states)
+            loss, metrics = call_loss(loss_fn, logits, tensors, values)
+            (loss * scale).backward()
+        metrics["loss"] = float(loss.detach())
+        metrics["tokens"] = int((tensors["labels"] != IGNORE_INDEX).sum())
+        return metrics
+
+    def optimizer_step(self) -> dict[str, float]:
+        """Clip, step AdamW at the scheduled learning rate, zero the gradients."""
+        if self.optimizer is None:
+            raise RuntimeError("this engine is frozen (a reference copy); it cannot train")
+        lr = self.schedule.lr(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"lr": lr, "grad_norm": float(grad_norm)}
+
+    def train_step(self, batch: Mapping[str, Any], loss_fn: Callable[..., Any],
+                   micro_batch_size: int | None = None) -> dict[str, float]:
+        """One optimizer step over ``batch`` (split into micro-batches of that many rows)."""
+        rows = len(batch["input_ids"])
+        size = micro_batch_size or rows
+        chunks = [slice(i, min(i + size, rows)) for i in range(0, rows, size)]
+        totals: dict[str, float] = {}
+        for k, chunk in enumerate(chunks):
+            part = {key: _rows(value, chunk) for key, value in batch.items()}
+            share = (chunk.stop - chunk.start) / rows
+            metrics = self.forward_backward(part, loss_fn, scale=share, sync=k == len(chunks) - 1)
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + (value if key == "tokens" else value * share)
+        return {**totals, **self.optimizer_step()}
+
+    @torch.no_grad()
+    def values(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Per-position scalar values (B, T) from the value head (reward models, critics)."""
+        tensors = self.prepare(batch)
+        return self.model.values(self.model.hidden(tensors["input_ids"])).float()
+
+    def reference(self) -> TorchEngine:
+        """A frozen copy of the current weights (for KL penalties); it shares nothing with self."""
+        frozen = copy.deepcopy(self.model).requires_grad_(False).eval()
+        return TorchEngine(model=frozen, tokenizer=self.tokenizer, device=str(self.device),
+                           precision=self.precision, trainable=False)
+
+    # --- RolloutEngine ------------------------------------------------------------------------
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], n: int = 1,
+                 sampling: SamplingParams | None = None) -> list[list[Sample]]:
+        """``n`` samples per prompt with per-token logprobs; stops at the chat end-of-turn / EOS."""
+        sampling = sampling or SamplingParams()
+        tok = self.tokenizer
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._autocast():
+                return sampler.generate(self.model, prompt_ids, n, sampling,
+                                        pad_id=tok.pad_id if tok else 0,
+                                        stop_ids=tok.stop_ids() if tok else (),
+                                        decode=tok.decode if tok else None)
+        finally:
+            self.model.train(was_training)
+
+    def update_weights(self, state: Any) -> None:
+        """Take new weights: a state dict, another ``TorchEngine``, or a checkpoint folder."""
+        if isinstance(state, TorchEngine):
+            state = state.model.state_dict()
+        elif isinstance(state, str):
+            state = hf.load_checkpoint(state)[0].state_dict()
+        self.model.load_state_dict(state, strict=False)
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def export_hf(self, uri: str, extra: dict[str, Any] | None = None) -> None:
+        """Weights, config and tokenizer as an HF Llama folder (no optimizer state)."""
+        summary = {"peak_lr": self.schedule.peak_lr, "steps": self.step, **(extra or {})}
+        hf.save_checkpoint(uri, self.model, self.tokenizer, summary)
+
+    def save(self, uri: str, extra: dict[str, Any] | None = None) -> None:
+        """An HF folder plus ``training_state.pt`` (optimizer, step, RNG) beside the weights."""
+        from llm_core.artifacts import atomic_open, join
+
+        self.export_hf(uri)
+        buffer = io.BytesIO()
+        torch.save({**self.training_state(), "extra": extra or {}}, buffer)
+        with atomic_open(join(uri, TRAINING_STATE), "wb") as handle:
+            handle.write(buffer.getvalue())
+
+    def load(self, uri: str) -> dict[str, Any]:
+        """Restore weights and, when present, the training state; returns the saved ``extra``."""
+        import fsspec
+
+        from llm_core.artifacts import exists, join
+
+        self.update_weights(uri)
+        path = join(uri, TRAINING_STATE)
+        if not exists(path):
+            return {}
+        with fsspec.open(path, "rb") as handle:
+            state = torch.load(io.BytesIO(handle.read()), weights_only=False)
+        self.load_training_state(state)
+        return state.get("extra", {})
+
+    def training_state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "step": self.step,
+                "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+                "rng": torch.get_rng_state()}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.step = int(state["step"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(labels[t] | prefix) at every position, in fp32; 0 where the label is ignored."""
+    safe = labels.clamp(min=0)
+    picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe[..., None]).squeeze(-1)
+    return picked.masked_fill(labels == IGNORE_INDEX, 0.0)
+
+
+def call_loss(loss_fn: Callable[..., Any], logits: torch.Tensor, tensors: Mapping[str, torch.Tensor],
+              values: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Call ``loss_fn`` with the keyword arguments its signature names (all of them for ``**kwargs``)."""
+    labels = tensors["labels"]
+    available: dict[str, Callable[[], Any]] = {
+        "logits": lambda: logits, "labels": lambda: labels,
+        "logprobs": lambda: token_logprobs(logits, labels),
+        "mask": lambda: (labels != IGNORE_INDEX).float(),
+        "values": lambda: values,
+        **{k: (lambda v=v: v) for k, v in tensors.items() if k not in ENGINE_KEYS},
+    }
+    wanted = _accepted_names(loss_fn, available)
+    result = loss_fn(**{name: available[name]() for name in wanted})
+    if isinstance(result, tuple):
+        loss, extra = result
+        return loss, {k: float(v) for k, v in extra.items()}
+    return result, {}
+
+
+def _accepted_names(fn: Callable[..., Any], available: Mapping[str, Any]) -> list[str]:
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return list(available)
+    names = [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                  inspect.Parameter.KEYWORD_ONLY)]
+    missing = [p.name for p in params if p.default is inspect.Parameter.empty
+               and p.kind is not inspect.Parameter.VAR_POSITIONAL and p.name not in available]
+    if missing:
+        raise TypeError(f"loss function needs {missing}, which the batch does not provide; batch "
+                        f"extras: {sorted(k for k in available if k not in ('logits', 'labels'))}")
+    return [n for n in names if n in available]
+
+
+def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return ids, mask
+
+
+def _as_tensor(value: Any, shape: tuple[int, ...] | None, fill: float) -> torch.Tensor:
+    """A tensor from a tensor, a number list, or ragged rows (right-padded with ``fill``)."""
+    if torch.is_tensor(value):
+        return value
+    dtype = torch.float32 if isinstance(fill, float) else torch.long
+    if shape is not None and len(value) and isinstance(value[0], list | tuple):
+        out = torch.full(shape, fill, dtype=dtype)
+        for i, row in enumerate(value):
+            out[i, :len(row)] = torch.as_tensor(list(row), dtype=dtype)
+        return out
+    return torch.as_tensor(value, dtype=dtype if isinstance(fill, float) else None)
+
+
+def _rows(value: Any, rows: slice) -> Any:
+    return value[rows] if value is not None else None

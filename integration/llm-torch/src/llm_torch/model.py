@@ -1,0 +1,284 @@
+"""A Llama-style decoder in plain PyTorch, meant to be read in one sitting.
+
+RMSNorm, SwiGLU, rotary position embeddings (RoPE), grouped-query attention through
+``scaled_dot_product_attention``, optional tied embeddings and an optional scalar (value) head.
+Parameter names follow Hugging Face's ``LlamaForCausalLM`` so that import and export are a rename
+of nothing (see ``hf.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the model. The defaults are a tiny model (about 5M parameters with a 8k vocab)."""
+
+    vocab_size: int = 8192
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_seq_len: int = 2048
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # e.g. {"rope_type": "linear", "factor": 4.0}
+    rms_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    value_head: bool = False  # a scalar head on the last hidden state (reward models, critics)
+    bos_id: int | None = None
+    eos_id: int | None = None
+    pad_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # carried through HF config.json untouched
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+# --- RoPE ---------------------------------------------------------------------------------------
+# A RoPE scaling method (PI, NTK, YaRN...) is a function that returns the inverse frequencies and an
+# attention-scale factor for the rotary embedding; long-context packages register theirs here by name.
+RopeInvFreq = Callable[[int, float, dict[str, Any]], tuple[torch.Tensor, float]]
+ROPE_SCALINGS: dict[str, RopeInvFreq] = {}
+
+
+def default_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+
+
+def rope_inv_freq(config: ModelConfig) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies (head_dim / 2,) and the attention scaling of the configured RoPE."""
+    scaling = config.rope_scaling
+    kind = (scaling or {}).get("rope_type") or (scaling or {}).get("type") or "default"
+    if kind == "default":
+        return default_inv_freq(config.head_dim, config.rope_theta), 1.0
+    if kind == "linear":  # position interpolation: positions are divided by the factor
+        return default_inv_freq(config.head_dim, config.rope_theta) / float(scaling["factor"]), 1.0
+    if kind not in ROPE_SCALINGS:
+        raise ValueError(f"unknown rope_scaling type {kind!r}; known: default, linear, "
+                         f"{', '.join(sorted(ROPE_SCALINGS))}")
+    return ROPE_SCALINGS[kind](config.head_dim, config.rope_theta, scaling)
+
+
+class Rotary(nn.Module):
+    """Cos / sin tables for rotating query and key pairs (the "rotate half" layout of HF Llama)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        inv_freq, self.scale = rope_inv_freq(config)
+        self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # positions: (B, T). Angles in fp32 whatever the autocast dtype: bf16 angles lose position.
+        angles = positions[..., None].float() * self.inv_freq
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos() * self.scale, angles.sin() * self.scale
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos[:, None] + rotated * sin[:, None]).to(x.dtype)
+
+
+# --- Blocks -------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 (as HF does) so that bf16 training and fp32 export agree.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class KVCache:
+    """Preallocated keys and values of every layer, for generation. ``length`` tokens are filled."""
+
+    def __init__(self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype,
+                 device: torch.device | str = "cpu"):
+        shape = (batch, config.num_kv_heads, max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.shape[2]
+        self.keys[layer][:, :, self.length:end] = k
+        self.values[layer][:, :, self.length:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows ``index`` (to expand prompts into n samples, or drop finished rows)."""
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.layer, self.heads, self.kv_heads = layer, config.num_heads, config.num_kv_heads
+        self.head_dim = config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, self.heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        # Without a mask the plain causal kernel is the fast path; with padding or a cache the caller
+        # builds an explicit boolean mask (True = may attend).
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                             enable_gqa=self.heads != self.kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, layer)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, mask, cache):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    """Embeddings, the decoder blocks and the final norm (HF's ``model.*`` parameters)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class LlamaModel(nn.Module):
+    """The causal LM. ``forward`` returns logits (B, T, vocab); ``hidden`` the final hidden states."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = Backbone(config)
+        self.rotary = Rotary(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.value_head = nn.Linear(config.hidden_size, 1) if config.value_head else None
+        self.apply(self._init_weights)
+        init_residual_scale(self)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def hidden(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """Final hidden states. ``positions`` default to 0..T-1 (after the cache's length)."""
+        if positions is None:
+            start = cache.length if cache is not None else 0
+            positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+            positions = positions.expand(input_ids.shape[0], -1)
+        cos, sin = self.rotary(positions)
+        x = self.model.embed_tokens(input_ids)
+        for block in self.model.layers:
+            x = block(x, cos, sin, mask, cache)
+        if cache is not None:
+            cache.length += input_ids.shape[1]
+        return self.model.norm(x)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        return self.lm_head(self.hidden(input_ids, positions, mask, cache))
+
+    def values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Per-position scalar values (B, T) from the value head."""
+        if self.value_head is None:
+            raise ValueError("this model has no value head; build it with value_head=True")
+        return self.value_head(hidden).squeeze(-1)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        params = {id(p): p.numel() for p in self.parameters()}  # tied weights counted once
+        total = sum(params.values())
+        if exclude_embeddings:
+            total -= self.model.embed_tokens.weight.numel()
+        return total
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token: 6 N (matmuls, forward + backward) + attention (PaLM appendix B)."""
+        c = self.config
+        n = self.num_parameters(exclude_embeddings=True)
+        if c.tie_embeddings:
+            n += self.lm_head.weight.numel()  # the output projection is a matmul all the same
+        return 6 * n + 12 * c.num_layers * c.hidden_size * seq_len
+
+
+def padding_mask(attention_mask: torch.Tensor, query_len: int) -> torch.Tensor:
+    """Boolean (B, 1, Tq, Tk) mask: causal over the last ``query_len`` keys, and no padded keys.
+
+    ``attention_mask`` (B, Tk) holds 1 for real tokens and 0 for padding (left padding in
+    generation). A row with every key masked would give NaN, so a query always sees itself.
+    """
+    total = attention_mask.shape[1]
+    keys = attention_mask.bool()[:, None, None, :]
+    causal = torch.ones(query_len, total, dtype=torch.bool, device=attention_mask.device)
+    causal = causal.tril(diagonal=total - query_len)
+    mask = keys & causal
+    eye = torch.zeros_like(causal)
+    eye[:, total - query_len:] = torch.eye(query_len, dtype=torch.bool, device=attention_mask.device)
+    return mask | eye
+
+
+def init_residual_scale(model: LlamaModel) -> None:
+    """GPT-2 style: shrink residual projections by 1/sqrt(2 * layers) for stable deep training."""
+    std = 0.02 / math.sqrt(2 * model.config.num_layers)
+    for block in model.model.layers:
+        nn.init.normal_(block.self_attn.o_proj.weight, std=std)
+        nn.init.normal_(block.mlp.down_proj.weight, std=std)
