@@ -51,3 +51,41 @@ def register_verifiers(registry: Any) -> None:
                  summary="per-step scores from a step scorer (PRM), aggregated")
     registry.add("arithmetic_steps", process.ArithmeticStepsVerifier,
                  summary="rule-based step scorer: every 'a op b = c' in a step is true")
+
+
+@hookimpl
+def register_stages(registry: Any) -> None:
+    from llm_rlvr.arithmetic import ArithmeticProblemsConfig
+    from llm_rlvr.eval_stage import RlvrEvalConfig
+    from llm_rlvr.grpo_stage import GrpoConfig
+    from llm_rlvr.rejection_stage import RejectionSamplingConfig
+
+    def arithmetic_problems(**options: Any) -> Any:
+        from llm_rlvr.arithmetic import ArithmeticProblemsStage
+
+        return ArithmeticProblemsStage(**options)
+
+    def grpo(**options: Any) -> Any:
+        from llm_rlvr.grpo_stage import GrpoStage
+
+        return GrpoStage(**options)
+
+    def rejection_sampling(**options: Any) -> Any:
+        from llm_rlvr.rejection_stage import RejectionSamplingStage
+
+        return RejectionSamplingStage(**options)
+
+    def rlvr_eval(**options: Any) -> Any:
+        from llm_rlvr.eval_stage import RlvrEvalStage
+
+        return RlvrEvalStage(**options)
+
+    registry.add("arithmetic_problems", arithmetic_problems, config=ArithmeticProblemsConfig,
+                 summary="seeded multi-step arithmetic word problems: train / held-out, cold-start traces, text")
+    registry.add("grpo", grpo, config=GrpoConfig, inputs=("checkpoint", "problems"), optional_inputs=("heldout",),
+                 summary="RL against a verifier: any advantage estimator and policy loss by name")
+    registry.add("rejection_sampling", rejection_sampling, config=RejectionSamplingConfig,
+                 inputs=("checkpoint", "problems"),
+                 summary="sample N per prompt, keep verified-correct distinct completions as SFT chats")
+    registry.add("rlvr_eval", rlvr_eval, config=RlvrEvalConfig, inputs=("problems",), optional_inputs=("*",),
+                 summary="held-out greedy pass@1 of named checkpoints, 95% intervals, reward / pass@1 plot")
