@@ -78,7 +78,8 @@ class TrainingOptions(OptimizerOptions):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(50, ge=1, description="steps between resumable training states")
     callbacks: list[str] = Field(default_factory=list, description="registered training callbacks")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (per process); default: torch's")
+    processes: int = Field(1, ge=1, description="data-parallel processes under torchrun (DDP; gloo on CPU)")
 
 
 class PretrainConfig(TrainingOptions):

@@ -130,9 +130,24 @@ def read_training_summary(folder: str) -> dict[str, Any]:
     return read_json_file(path) if exists(path) else {}
 
 
-def import_gguf(gguf_file: str, out_folder: str) -> None:
-    """Convert a GGUF Llama (dequantized to fp32) with its tokenizer and chat template to an HF
-    folder that :func:`load_checkpoint` reads in a second. Needs ``transformers`` and ``gguf``."""
+def from_transformers(hf_model: Any, hf_tokenizer: Any) -> tuple[LlamaModel, TextTokenizer]:
+    """Our model and tokenizer from a loaded ``transformers`` Llama and its fast tokenizer."""
+    from tokenizers import Tokenizer
+
+    config = config_from_hf(hf_model.config.to_dict())
+    model = LlamaModel(config)
+    state = dict(hf_model.state_dict())
+    if config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    model.load_state_dict(state, strict=not config.tie_embeddings)
+    backend = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    tokenizer = TextTokenizer(backend, eos_token=str(hf_tokenizer.eos_token), bos_token=hf_tokenizer.bos_token,
+                              pad_token=hf_tokenizer.pad_token, chat_template=hf_tokenizer.chat_template)
+    return model.eval(), tokenizer
+
+
+def load_gguf_with_transformers(gguf_file: str) -> tuple[Any, Any]:
+    """transformers' ``LlamaForCausalLM`` (dequantized to fp32) and tokenizer from a GGUF file."""
     import os
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -140,17 +155,11 @@ def import_gguf(gguf_file: str, out_folder: str) -> None:
     folder, name = os.path.split(os.path.abspath(gguf_file))
     hf_tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    hf_config = hf_model.config.to_dict()
-    config = config_from_hf(hf_config)
-    model = LlamaModel(config)
-    state = hf_model.state_dict()
-    if config.tie_embeddings:
-        state.pop("lm_head.weight", None)
-    model.load_state_dict(state, strict=not config.tie_embeddings)
-    from tokenizers import Tokenizer
+    return hf_model.eval(), hf_tokenizer
 
-    backend = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
-    tokenizer = TextTokenizer(backend, eos_token=str(hf_tokenizer.eos_token),
-                              bos_token=hf_tokenizer.bos_token, pad_token=hf_tokenizer.pad_token,
-                              chat_template=hf_tokenizer.chat_template)
-    save_checkpoint(out_folder, model, tokenizer, {"source": f"gguf:{name}"})
+
+def import_gguf(gguf_file: str, out_folder: str) -> None:
+    """Convert a GGUF Llama with its tokenizer and chat template to an HF folder (once, about
+    30 s for 135M parameters); :func:`load_checkpoint` then reads it in a second."""
+    model, tokenizer = from_transformers(*load_gguf_with_transformers(gguf_file))
+    save_checkpoint(out_folder, model, tokenizer, {"source": f"gguf:{gguf_file.rsplit('/', 1)[-1]}"})

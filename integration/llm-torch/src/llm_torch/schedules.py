@@ -36,7 +36,7 @@ class Schedule:
         if self.kind == "cosine":
             progress = min(1.0, (step - self.warmup_steps) / max(last - self.warmup_steps, 1))
             return floor + (self.peak_lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-        decay_start = max(self.warmup_steps, int(round(self.total_steps * (1 - self.decay_fraction))))
+        decay_start = max(self.warmup_steps, round(self.total_steps * (1 - self.decay_fraction)))
         if step < decay_start:
             return self.peak_lr
         progress = min(1.0, (step - decay_start) / max(last - decay_start, 1))

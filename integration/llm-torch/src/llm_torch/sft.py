@@ -22,8 +22,16 @@ import numpy as np
 
 from llm_core.stage import StageContext
 from llm_core.types import Conversation, Message, StageResult
+from llm_torch.distributed import is_main, rank_and_world
 from llm_torch.engine import TorchEngine
-from llm_torch.stages import RejectLog, engine_options, input_files, set_threads, train
+from llm_torch.stages import (
+    RejectLog,
+    engine_options,
+    input_files,
+    run_in_processes,
+    set_threads,
+    train,
+)
 from llm_torch.tokenizer import TextTokenizer
 
 
@@ -106,16 +114,21 @@ class SftStage:
         o = self.options
         set_threads(o["threads"])
         checkpoint = ctx.input("checkpoint")
-        engine = TorchEngine(checkpoint, seed=ctx.seed, **engine_options(o, o["lr"]))
-        engine.tokenizer = pinned_tokenizer(engine.tokenizer, o["chat_template"], checkpoint)
+        tokenizer = pinned_tokenizer(TextTokenizer.load(checkpoint), o["chat_template"], checkpoint)
         rejects = RejectLog()
-        examples, total = load_examples(ctx.input("conversations"), engine.tokenizer, o["seq_len"], rejects)
-        bad = rejects.write(ctx.path("rejects.jsonl"))
-        ctx.log_metrics({"conversations": total, "rejected": bad})
+        examples, total = load_examples(ctx.input("conversations"), tokenizer, o["seq_len"], rejects)
+        bad = len(rejects.records)
+        if is_main():
+            rejects.write(ctx.path("rejects.jsonl"))
+            ctx.log_metrics({"conversations": total, "rejected": bad})
         if not examples or bad > o["max_rejects_fraction"] * total:
             first = rejects.records[0] if rejects.records else {}
             raise ValueError(f"sft: {bad} of {total} conversations are invalid (see {ctx.path('rejects.jsonl')}); "
                              f"first: {first.get('source')}:{first.get('line')}: {first.get('error')}")
+        if o["processes"] > 1:
+            return run_in_processes(ctx, o)
+        engine = TorchEngine(checkpoint, tokenizer=tokenizer, seed=ctx.seed, **engine_options(o, o["lr"]))
+        rank, world = rank_and_world()
         steps_per_epoch = math.ceil(len(examples) / o["batch_size"])
         options = dict(o)
         if o["epochs"]:
@@ -123,7 +136,8 @@ class SftStage:
             engine.schedule = dataclasses.replace(engine.schedule, total_steps=options["steps"])
 
         def batch_for_step(step: int) -> dict[str, Any]:
-            rows = [examples[i] for i in epoch_order(len(examples), ctx.seed, step, o["batch_size"])]
+            order = epoch_order(len(examples), ctx.seed, step, o["batch_size"])[rank::world]
+            rows = [examples[i] for i in order]
             return {"input_ids": [r.ids for r in rows], "loss_mask": [r.mask for r in rows]}
 
         summary = {"stage": "sft", "peak_lr": o["lr"], "chat_template": engine.tokenizer.template_name}
@@ -144,9 +158,8 @@ def _permutation(count: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(count)
 
 
-def pinned_tokenizer(tokenizer: TextTokenizer | None, choice: str, checkpoint: str) -> TextTokenizer:
-    if tokenizer is None:
-        raise ValueError(f"{checkpoint}: no tokenizer.json beside the weights")
+def pinned_tokenizer(tokenizer: TextTokenizer, choice: str, checkpoint: str) -> TextTokenizer:
+    """The tokenizer with the chat template the stage trains with and pins into its output."""
     if choice == "checkpoint":
         return tokenizer if tokenizer.chat_template else tokenizer.with_chat_template("chatml")
     return tokenizer.with_chat_template(choice)

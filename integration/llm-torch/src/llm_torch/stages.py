@@ -19,6 +19,7 @@ from llm_core.stage import StageContext
 from llm_core.types import StageResult
 from llm_torch import data, hf
 from llm_torch.configs import ModelShape
+from llm_torch.distributed import barrier, is_main, launch, rank_and_world
 from llm_torch.engine import TorchEngine
 from llm_torch.model import ModelConfig
 from llm_torch.tokenizer import TextTokenizer, train_bpe
@@ -100,25 +101,44 @@ def train(ctx: StageContext, engine: TorchEngine, batch_for_step: Callable[[int]
     """Run the loop with the stage's options, then export the checkpoint and report."""
     loss_fn = ctx.registries.losses.build(options["loss"], options["loss_options"])
     callbacks = [ctx.registries.callbacks.build(name) for name in options["callbacks"]]
+    main = is_main()
     trainer = Trainer(engine, batch_for_step, loss_fn, options["steps"], options["micro_batch_size"],
-                      log_metrics=lambda m, step: ctx.log_metrics(m, step=step),
+                      log_metrics=lambda m, step: ctx.log_metrics(m, step=step) if main else None,
                       log_every=options["log_every"], checkpoint_every=options["checkpoint_every"],
                       state_uri=ctx.path("resume", "state.pt"), callbacks=callbacks)
     history = trainer.run()
     checkpoint = ctx.path("checkpoint")
-    engine.export_hf(checkpoint, {**summary, "loss": options["loss"], "seq_len": options["seq_len"]})
     metrics = {"steps": engine.step}
     if history:
         metrics.update(first_loss=round(history[0]["loss"], 4), final_loss=round(history[-1]["loss"], 4))
+    if main:
+        engine.export_hf(checkpoint, {**summary, "loss": options["loss"], "seq_len": options["seq_len"],
+                                      "result": metrics})
+    barrier()
     return StageResult(metrics=metrics, artifacts={"checkpoint": checkpoint})
 
 
+def run_in_processes(ctx: StageContext, options: Mapping[str, Any]) -> StageResult:
+    """Train in ``options['processes']`` torchrun workers; the result is what rank 0 recorded."""
+    launch(ctx, options["processes"], dict(options))
+    checkpoint = ctx.path("checkpoint")
+    return StageResult(metrics=hf.read_training_summary(checkpoint).get("result", {}),
+                       artifacts={"checkpoint": checkpoint})
+
+
+def rank_rows(source: data.PackedBlocks | data.ReplayMix, batch_size: int) -> Callable[[int], dict[str, Any]]:
+    rank, world = rank_and_world()
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of processes ({world})")
+    return lambda step: data.global_batch(source, step, batch_size, rank, world)
+
+
 def engine_options(options: Mapping[str, Any], lr: float) -> dict[str, Any]:
-    return dict(device=options["device"], precision=options["precision"], lr=lr,
-                weight_decay=options["weight_decay"], betas=(options["beta1"], options["beta2"]),
-                grad_clip=options["grad_clip"], schedule=options["schedule"],
-                warmup_steps=options["warmup_steps"], total_steps=options["steps"],
-                min_lr_ratio=options["min_lr_ratio"], decay_fraction=options["decay_fraction"])
+    return {"device": options["device"], "precision": options["precision"], "lr": lr,
+            "weight_decay": options["weight_decay"], "betas": (options["beta1"], options["beta2"]),
+            "grad_clip": options["grad_clip"], "schedule": options["schedule"],
+            "warmup_steps": options["warmup_steps"], "total_steps": options["steps"],
+            "min_lr_ratio": options["min_lr_ratio"], "decay_fraction": options["decay_fraction"]}
 
 
 class PretrainStage:
@@ -148,15 +168,18 @@ class PretrainStage:
         set_threads(o["threads"])
         tokenizer = self.tokenizer(ctx)
         tokens = prepare_tokens(ctx, ctx.input("documents"), tokenizer, o["text_key"])
+        if o["processes"] > 1:
+            return run_in_processes(ctx, o)
         shape: ModelShape = o["model"]
         config = ModelConfig(vocab_size=tokenizer.vocab_size, max_seq_len=o["seq_len"],
                              eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
                              **shape.model_dump())
         engine = TorchEngine(model=config, tokenizer=tokenizer, seed=ctx.seed, **engine_options(o, o["lr"]))
         blocks = data.PackedBlocks(data.TokenStream(tokens), o["seq_len"], ctx.seed)
-        ctx.log_metrics({"parameters": engine.model.num_parameters(), "train_tokens": len(blocks.stream),
-                         "flops_per_token": engine.model.flops_per_token(o["seq_len"])})
-        return train(ctx, engine, lambda step: data.global_batch(blocks, step, o["batch_size"]), o,
+        if is_main():
+            ctx.log_metrics({"parameters": engine.model.num_parameters(), "train_tokens": len(blocks.stream),
+                             "flops_per_token": engine.model.flops_per_token(o["seq_len"])})
+        return train(ctx, engine, rank_rows(blocks, o["batch_size"]), o,
                      {"stage": "pretrain", "peak_lr": o["lr"]})
 
 
@@ -187,20 +210,23 @@ class MidtrainStage:
         set_threads(o["threads"])
         checkpoint = ctx.input("checkpoint")
         lr = self.learning_rate(checkpoint)
-        engine = TorchEngine(checkpoint, seed=ctx.seed, **engine_options(o, lr))
-        tokenizer = engine.tokenizer
-        if tokenizer is None:
-            raise ValueError(f"{checkpoint}: no tokenizer.json beside the weights")
-        new = data.PackedBlocks(data.TokenStream(prepare_tokens(ctx, ctx.input("documents"), tokenizer,
-                                                                o["text_key"])), o["seq_len"], ctx.seed)
-        replay = None
+        tokenizer = TextTokenizer.load(checkpoint)
+        new_tokens = prepare_tokens(ctx, ctx.input("documents"), tokenizer, o["text_key"])
+        replay_tokens = None
         if "replay" in ctx.inputs:
             replay_tokens = prepare_tokens(ctx, ctx.input("replay"), tokenizer, o["text_key"], "replay_tokens")
+        if o["processes"] > 1:
+            return run_in_processes(ctx, o)
+        engine = TorchEngine(checkpoint, seed=ctx.seed, **engine_options(o, lr))
+        new = data.PackedBlocks(data.TokenStream(new_tokens), o["seq_len"], ctx.seed)
+        replay = None
+        if replay_tokens is not None:
             replay = data.PackedBlocks(data.TokenStream(replay_tokens), o["seq_len"], ctx.seed + 1)
         elif o["replay_ratio"] > 0:
             log.warning("midtrain: replay_ratio=%s but no 'replay' input; training on new data only",
                         o["replay_ratio"])
         mix = data.ReplayMix(new, replay, o["replay_ratio"], ctx.seed)
-        ctx.log_metrics({"lr": lr, "replay_ratio": o["replay_ratio"] if replay else 0.0})
-        return train(ctx, engine, lambda step: data.global_batch(mix, step, o["batch_size"]), o,
+        if is_main():
+            ctx.log_metrics({"lr": lr, "replay_ratio": o["replay_ratio"] if replay else 0.0})
+        return train(ctx, engine, rank_rows(mix, o["batch_size"]), o,
                      {"stage": "midtrain", "peak_lr": lr})

@@ -18,8 +18,10 @@ from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
 
-WORDS = ("apple river stone cloud music garden silver window forest bridge candle ocean lantern "
-         "meadow harbor pepper violet thunder marble").split()
+WORDS = """
+apple river stone cloud music garden silver window forest bridge candle ocean lantern
+meadow harbor pepper violet thunder marble
+""".split()
 
 
 class SyntheticChatConfig(Config):

@@ -114,8 +114,9 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, folder: str) -> TextTokenizer:
-        from llm_core.artifacts import exists, join
         from tokenizers import Tokenizer
+
+        from llm_core.artifacts import exists, join
 
         path = join(folder, "tokenizer.json")
         if not exists(path):

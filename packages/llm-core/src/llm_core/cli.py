@@ -12,7 +12,9 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="llmt: one toolkit for the LLM training pipeline, from raw text to an evaluated model.")
 
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override KEY=VALUE, e.g. stages.sft.lr=1e-4")]
+SetOption = Annotated[Optional[list[str]],
+                      typer.Option("--set", "-s", help="override KEY=VALUE, e.g. stages.sft.lr=1e-4")]
+RootOption = Annotated[Optional[str], typer.Option(help="run folder or fsspec URI; default runs/<recipe name>")]
 
 
 def _console():
@@ -125,7 +127,7 @@ def validate(recipe: Path, set_: SetOption = None) -> None:
 
 @app.command()
 def run(recipe: Path,
-        root: Annotated[Optional[str], typer.Option(help="run folder or fsspec URI; default runs/<recipe name>")] = None,
+        root: RootOption = None,
         set_: SetOption = None,
         force: Annotated[bool, typer.Option(help="re-run every stage even if complete")] = False,
         only: Annotated[Optional[list[str]], typer.Option(help="re-run this stage (others run only if needed)")] = None,

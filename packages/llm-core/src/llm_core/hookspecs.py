@@ -13,7 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     from llm_core.config import Recipe
-    from llm_core.registry import Registry, Registries
+    from llm_core.registry import Registries, Registry
     from llm_core.stage import StageContext
     from llm_core.types import StageResult
 
@@ -137,20 +137,23 @@ def validate_pipeline(recipe: Recipe, registries: Registries) -> list[str] | Non
 
 @hookspec
 def on_pipeline_start(recipe: Recipe, root: str) -> None:
-    """Called once before the first stage of a run, with the resolved recipe and run root URI."""
+    """Called once before the first stage of a run, with the resolved recipe and run root URI.
+    Return None (any return value is ignored)."""
 
 
 @hookspec
 def on_pipeline_end(recipe: Recipe, root: str, results: dict[str, Any]) -> None:
     """Called once after the last stage of a successful run; ``results`` maps stage name to its
-    ``StageResult`` (or to ``"skipped"`` for a stage that was already complete)."""
+    ``StageResult`` (or to ``"skipped"`` for a stage that was already complete). Return None."""
 
 
 @hookspec
 def on_stage_start(stage: str, ctx: StageContext) -> None:
-    """Called before a stage runs (not for a stage skipped as complete), with its context."""
+    """Called before a stage runs (not for a stage skipped as complete), with its context.
+    Return None (ignored)."""
 
 
 @hookspec
 def on_stage_end(stage: str, ctx: StageContext, result: StageResult) -> None:
-    """Called after a stage completed and its manifest was written."""
+    """Called after a stage completed and its manifest was written, with its ``StageResult``.
+    Return None (ignored)."""

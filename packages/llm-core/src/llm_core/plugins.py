@@ -69,10 +69,7 @@ class PluginHost:
             return
         unknown = _unknown_hooks(module)
         if unknown:
-            info.error = "; ".join(
-                f"implements unknown hook {h!r}"
-                + (f" (did you mean {close_matches(h, _spec_names())[0]!r}?)" if close_matches(h, _spec_names()) else "")
-                for h in unknown)
+            info.error = "; ".join(_unknown_hook_message(h) for h in unknown)
             return
         try:
             self.pm.register(module, name=ep.name)
@@ -160,6 +157,11 @@ def _env_list(var: str) -> set[str]:
 
 def _llmt_entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _unknown_hook_message(name: str) -> str:
+    close = close_matches(name, _spec_names())
+    return f"implements unknown hook {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def _spec_names() -> list[str]:

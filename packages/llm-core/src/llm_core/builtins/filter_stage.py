@@ -11,8 +11,8 @@ import contextlib
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fsspec.core import url_to_fs

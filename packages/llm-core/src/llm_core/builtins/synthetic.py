@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from llm_core.artifacts import atomic_open, join
+from llm_core.artifacts import atomic_open
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
@@ -95,7 +95,8 @@ class SyntheticTextStage:
         tasks, first = [], 0
         for shard in range(self.num_shards):
             count = per_shard + (1 if shard < extra else 0)
-            tasks.append(_ShardTask(f"shard-{shard:05d}", ctx.path("documents", f"shard-{shard:05d}.jsonl"), first, count,
+            shard_id = f"shard-{shard:05d}"
+            tasks.append(_ShardTask(shard_id, ctx.path("documents", f"{shard_id}.jsonl"), first, count,
                                     ctx.seed * 1_000_003 + shard, *self.words, self.junk_fraction,
                                     self.duplicate_fraction))
             first += count

@@ -1,0 +1,55 @@
+"""Shared fixtures: a seeded corpus, a small BPE tokenizer trained on it, a tiny engine."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+WORDS = """
+the a river city school music water energy market language science valley garden teacher
+student library network model theory country island mountain forest season harvest journey
+letter memory village bridge council station museum
+""".split()
+
+
+def seeded_texts(count: int = 400, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
+                     for _ in range(rng.randint(1, 5))]
+        texts.append(" ".join(sentences))
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    from llm_torch.tokenizer import train_bpe
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    train_bpe(seeded_texts(), vocab_size=400).with_chat_template("chatml").save(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def registries():
+    from llm_core.plugins import get_registries
+
+    return get_registries()
+
+
+TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4,
+              "num_kv_heads": 2}
+
+
+@pytest.fixture
+def tiny_engine(registries, tokenizer_dir):
+    return registries.engines.build("torch", {"model": TINY_SHAPE, "tokenizer": tokenizer_dir,
+                                              "lr": 1e-2, "total_steps": 20, "seed": 0})
+
+
+@pytest.fixture(scope="session")
+def make_texts():
+    """The seeded corpus generator, for tests that write their own inputs."""
+    return seeded_texts

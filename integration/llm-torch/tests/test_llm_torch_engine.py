@@ -1,0 +1,81 @@
+"""The engine as other packages see it: built from the registry, trained with a registry-free loss."""
+
+from __future__ import annotations
+
+import torch
+
+from llm_core.types import SamplingParams
+
+
+def test_registry_example_from_readme(tiny_engine):
+    engine = tiny_engine
+    tok = engine.tokenizer
+    prompt = tok.encode(tok.apply_chat_template([{"role": "user", "content": "the river city"}],
+                                                add_generation_prompt=True))
+    groups = engine.generate([prompt], n=4, sampling=SamplingParams(max_new_tokens=12, seed=1))
+    assert len(groups) == 1 and len(groups[0]) == 4
+    for sample in groups[0]:
+        assert sample.prompt_ids == prompt
+        assert len(sample.token_ids) == len(sample.logprobs) > 0
+        assert all(lp <= 0 for lp in sample.logprobs)
+    batch = {"input_ids": [prompt + s.token_ids for s in groups[0]],
+             "loss_mask": [[0] * len(prompt) + [1] * len(s.token_ids) for s in groups[0]],
+             "advantages": [0.5, -0.5, 1.0, -1.0]}
+    reference = engine.reference()
+    batch["ref_logprobs"] = reference.logprobs(batch)
+    batch["old_logprobs"] = engine.logprobs(batch)
+
+    def policy_loss(logprobs, old_logprobs, advantages, mask):
+        ratio = (logprobs - old_logprobs).exp()
+        return ((-ratio * advantages[:, None]) * mask).sum() / mask.sum()
+
+    metrics = engine.train_step(batch, policy_loss)
+    assert {"loss", "grad_norm", "lr", "tokens"} <= set(metrics)
+    assert metrics["tokens"] == sum(len(s.token_ids) for s in groups[0])
+    after = engine.logprobs(batch)
+    assert not torch.allclose(after, batch["old_logprobs"])
+    assert torch.equal(reference.logprobs(batch), batch["ref_logprobs"])  # the reference is frozen
+
+
+def test_loss_gets_only_what_it_names_and_may_return_metrics(tiny_engine):
+    seen = {}
+
+    def loss(logits, labels, **rest):
+        seen.update(rest)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100), \
+            {"extra_metric": 3.0}
+
+    metrics = tiny_engine.train_step({"input_ids": [[5, 6, 7, 8], [9, 10]], "weights": [1.0, 2.0]}, loss)
+    assert metrics["extra_metric"] == 3.0 and metrics["tokens"] == 4
+    assert {"logprobs", "mask", "weights"} <= set(seen)
+
+
+def test_micro_batches_accumulate_to_the_full_batch_gradient(registries, tokenizer_dir):
+    from llm_torch.engine import token_logprobs  # noqa: F401  (engine module import)
+
+    loss = registries.losses.build("cross_entropy")
+    ids = torch.randint(0, 300, (4, 16), generator=torch.Generator().manual_seed(0))
+    engines = [registries.engines.build("torch", {"model": {"hidden_size": 32, "intermediate_size": 64,
+                                                             "num_layers": 1, "num_heads": 2, "num_kv_heads": 1},
+                                                   "tokenizer": tokenizer_dir, "seed": 3}) for _ in range(2)]
+    full = engines[0].train_step({"input_ids": ids}, loss)
+    micro = engines[1].train_step({"input_ids": ids}, loss, micro_batch_size=2)
+    assert abs(full["loss"] - micro["loss"]) < 1e-6
+    for a, b in zip(engines[0].model.parameters(), engines[1].model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_save_and_load_restore_weights_and_optimizer(tiny_engine, registries, tmp_path):
+    loss = registries.losses.build("cross_entropy")
+    batch = {"input_ids": torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(1))}
+    tiny_engine.train_step(batch, loss)
+    tiny_engine.save(str(tmp_path / "ckpt"))
+    expected = tiny_engine.train_step(batch, loss)
+    restored = registries.engines.build("torch", {"checkpoint": str(tmp_path / "ckpt"), "lr": 1e-2,
+                                                  "total_steps": 20})
+    restored.load(str(tmp_path / "ckpt"))
+    assert restored.step == 1
+    again = restored.train_step(batch, loss)
+    assert again["loss"] == expected["loss"] and again["lr"] == expected["lr"]
+    assert restored.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}]) == \
+        "<|im_start|>user\nhi<|im_end|>\n"

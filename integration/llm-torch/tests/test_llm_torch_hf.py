@@ -1,0 +1,57 @@
+"""HF interchange: our checkpoints load in transformers' LlamaForCausalLM with the same logits, and
+HF Llama checkpoints load here with the same logits (fp32, max abs diff <= 1e-4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm_torch import hf
+from llm_torch.model import LlamaModel, ModelConfig
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_export_loads_in_transformers_with_same_logits(tmp_path, tied, tokenizer_dir):
+    from llm_torch.tokenizer import TextTokenizer
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=400, hidden_size=64, intermediate_size=160, num_layers=3, num_heads=8,
+                         num_kv_heads=2, tie_embeddings=tied, rope_theta=5000.0)
+    model = LlamaModel(config).eval()
+    hf.save_checkpoint(str(tmp_path), model, TextTokenizer.load(tokenizer_dir))
+    theirs = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    ids = torch.randint(0, 400, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (model(ids) - theirs(ids).logits).abs().max().item()
+    assert diff <= 1e-4, diff
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    messages = [{"role": "user", "content": "hello"}]
+    assert hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+        TextTokenizer.load(str(tmp_path)).apply_chat_template(messages, add_generation_prompt=True)
+
+
+def test_transformers_checkpoint_imports_with_same_logits(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=300, hidden_size=96, intermediate_size=200,
+                                      num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=3,
+                                      max_position_embeddings=256, rope_theta=20000.0, rms_norm_eps=1e-6,
+                                      tie_word_embeddings=False)
+    theirs = transformers.LlamaForCausalLM(config).eval()
+    theirs.save_pretrained(str(tmp_path))
+    ours, tokenizer = hf.load_checkpoint(str(tmp_path))
+    assert tokenizer is None
+    ids = torch.randint(0, 300, (3, 50), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        diff = (ours.eval()(ids) - theirs(ids).logits).abs().max().item()
+    assert diff <= 1e-4, diff
+    assert ours.num_parameters() == theirs.num_parameters()
+
+
+def test_checkpoint_errors_name_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        hf.load_checkpoint(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(ValueError, match="only 'llama'"):
+        hf.load_checkpoint(str(tmp_path))

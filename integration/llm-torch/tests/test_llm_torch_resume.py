@@ -1,0 +1,86 @@
+"""A pretrain run killed with SIGKILL and re-run gives the uninterrupted run's losses, step for step."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+RECIPE = """
+name = "resume"
+seed = 3
+[executor]
+kind = "local"
+workers = 1
+[[stages]]
+name = "pretrain"
+kind = "pretrain"
+inputs = {{ documents = "{docs}" }}
+vocab_size = 320
+model = {{ hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2 }}
+seq_len = 64
+batch_size = 8
+micro_batch_size = 4
+steps = 40
+lr = 3e-3
+warmup_steps = 5
+schedule = "wsd"
+log_every = 1
+checkpoint_every = 10
+callbacks = ["loss_ema", "throughput"]
+threads = 2
+"""
+
+
+def _launch(recipe, root):
+    return subprocess.Popen([sys.executable, "-m", "llm_core.cli", "run", str(recipe), "--root", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _metrics(root):
+    path = root / "pretrain" / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def _by_step(records):
+    """The last record of every step (a resumed run logs again the steps after its checkpoint)."""
+    return {r["step"]: r for r in records if "loss" in r}
+
+
+def test_sigkill_then_rerun_reproduces_every_loss(tmp_path, make_texts):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in make_texts(400)))
+    recipe = tmp_path / "resume.toml"
+    recipe.write_text(RECIPE.format(docs=docs))
+
+    straight = _launch(recipe, tmp_path / "straight")
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()
+
+    killed = _launch(recipe, tmp_path / "killed")
+    deadline = time.time() + 300
+    while time.time() < deadline and max(_by_step(_metrics(tmp_path / "killed")), default=-1) < 14:
+        time.sleep(0.005)
+    os.kill(killed.pid, signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    seen = max(_by_step(_metrics(tmp_path / "killed")))
+    assert 14 <= seen < 39, f"the kill came at step {seen}, not mid-run"
+    manifest = json.loads((tmp_path / "killed" / "pretrain" / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+
+    resumed = _launch(recipe, tmp_path / "killed")
+    assert resumed.wait(timeout=300) == 0
+    assert "resumed training at step" in resumed.stderr.read()
+
+    expected, got = _by_step(_metrics(tmp_path / "straight")), _by_step(_metrics(tmp_path / "killed"))
+    assert sorted(got) == list(range(40))
+    for step in range(40):
+        for key in ("loss", "lr", "grad_norm", "loss_ema", "tokens_seen"):
+            assert got[step][key] == expected[step][key], (step, key, got[step][key], expected[step][key])
+    weights = [(tmp_path / run / "pretrain" / "checkpoint" / "model.safetensors").read_bytes()
+               for run in ("straight", "killed")]
+    assert weights[0] == weights[1]

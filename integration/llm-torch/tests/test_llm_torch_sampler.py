@@ -1,0 +1,69 @@
+"""The sampler: KV-cache decoding agrees with full forward passes; logprobs are teacher-forced ones."""
+
+from __future__ import annotations
+
+import torch
+
+from llm_core.types import SamplingParams
+from llm_torch.sampler import filter_logits
+
+
+def _teacher_forced(engine, prompt, completion):
+    """Logprobs of ``completion`` from one full forward pass without cache or padding."""
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = engine.model(ids).float()
+    logprobs = logits.log_softmax(-1)[0, len(prompt) - 1:-1]
+    return logprobs.gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+
+
+def test_sampled_logprobs_equal_a_teacher_forced_pass(tiny_engine):
+    prompts = [[5, 17, 42], [8], [3, 9, 27, 81, 100, 200, 7]]  # different lengths: left padding
+    sampling = SamplingParams(max_new_tokens=16, temperature=1.3, top_p=0.9, top_k=50, seed=7)
+    groups = tiny_engine.generate(prompts, n=3, sampling=sampling)
+    assert [len(g) for g in groups] == [3, 3, 3]
+    worst = 0.0
+    for prompt, group in zip(prompts, groups, strict=True):
+        for sample in group:
+            expected = _teacher_forced(tiny_engine, prompt, sample.token_ids)
+            worst = max(worst, (torch.tensor(sample.logprobs) - expected).abs().max().item())
+    assert worst <= 1e-5, worst
+
+
+def test_greedy_decoding_matches_uncached_argmax(tiny_engine):
+    prompt = [11, 12, 13, 14]
+    sample = tiny_engine.generate([prompt, [1, 2]], n=1,
+                                  sampling=SamplingParams(max_new_tokens=10, temperature=0))[0][0]
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(len(sample.token_ids)):
+            ids.append(int(tiny_engine.model(torch.tensor([ids]))[0, -1].argmax()))
+    assert sample.token_ids == ids[len(prompt):]
+
+
+def test_stop_tokens_end_a_sample_and_are_kept(tiny_engine):
+    prompt = [11, 12, 13]
+    free = tiny_engine.generate([prompt], 1, SamplingParams(max_new_tokens=8, temperature=0))[0][0]
+    stop = free.token_ids[3]
+    stopped = tiny_engine.generate([prompt], 1, SamplingParams(max_new_tokens=8, temperature=0,
+                                                               stop_token_ids=(stop,)))[0][0]
+    first = free.token_ids.index(stop)
+    assert stopped.token_ids == free.token_ids[:first + 1]
+    assert stopped.finish_reason == "stop" and free.finish_reason in ("length", "stop")
+
+
+def test_seeded_sampling_is_reproducible_and_n_samples_differ(tiny_engine):
+    sampling = SamplingParams(max_new_tokens=12, temperature=1.0, seed=3)
+    a = tiny_engine.generate([[4, 5, 6]], 4, sampling)[0]
+    b = tiny_engine.generate([[4, 5, 6]], 4, sampling)[0]
+    assert [s.token_ids for s in a] == [s.token_ids for s in b]
+    assert len({tuple(s.token_ids) for s in a}) > 1
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(filter_logits(logits, 1.0, 2, 1.0)[0, 2:]).all()
+    kept = ~torch.isinf(filter_logits(logits, 1.0, 0, 0.7))
+    assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7 <= 0.8
+    kept = ~torch.isinf(filter_logits(logits, 1.0, 0, 0.5))
+    assert kept.tolist() == [[True, False, False, False]]
