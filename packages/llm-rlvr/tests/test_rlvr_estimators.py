@@ -11,9 +11,9 @@ import random
 
 import pytest
 
-torch = pytest.importorskip("torch")
-
 from llm_core.plugins import PluginHost
+
+torch = pytest.importorskip("torch")
 
 
 def _rewards(groups=5, k=4, seed=0):

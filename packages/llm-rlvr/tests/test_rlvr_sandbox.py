@@ -13,6 +13,7 @@ import socket
 import time
 
 import pytest
+
 from llm_rlvr.sandbox import Sandbox, SandboxLimits
 from llm_rlvr.verifiers.code import CodeVerifier
 

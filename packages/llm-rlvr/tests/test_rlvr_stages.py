@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from llm_rlvr.arithmetic import split_problems
 
 # A reward that varies even for an untrained model (so groups are not uniform): shorter is better.
@@ -161,7 +162,8 @@ def test_bad_problem_records_are_rejected_with_location(tmp_path):
     from llm_rlvr.rollout import load_problems
 
     src = tmp_path / "p.jsonl"
-    src.write_text('{"prompt": "1+1?", "reference": "2"}\nnot json\n{"prompt": "x"}\n{"prompt": "2+2", "reference": 4}\n')
+    src.write_text('{"prompt": "1+1?", "reference": "2"}\nnot json\n{"prompt": "x"}\n'
+                   '{"prompt": "2+2", "reference": 4}\n')
     problems = load_problems(str(src), str(tmp_path / "rejects.jsonl"))
     assert [p.reference for p in problems] == ["2", 4]
     rejects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]

@@ -11,8 +11,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from llm_core.config import Config
 from pydantic import Field
+
+from llm_core.config import Config
 
 
 def _check_groups(rewards: Any, minimum: int = 1) -> None:

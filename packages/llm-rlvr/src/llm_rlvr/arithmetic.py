@@ -17,11 +17,12 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import Field
+
 from llm_core.artifacts import atomic_open
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from pydantic import Field
 
 NAMES = ("Ana", "Ben", "Chen", "Dana", "Eli", "Fatima", "Goro", "Hana", "Ivan", "Jade", "Kofi", "Lena")
 ITEMS = ("apples", "pens", "coins", "books", "stamps", "shells", "cards", "marbles", "cookies", "stickers")
@@ -39,9 +40,9 @@ def _op(a: int, op: str, b: int) -> tuple[int, str]:
     return value, f"{a} {op} {b} = {value}"
 
 
-def _gain_loss(rng: random.Random) -> Problem:
+def _gain_loss(rng: random.Random, n: int) -> Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    a, b = rng.randint(2, 30), rng.randint(2, 20)
+    a, b = rng.randint(2, n), rng.randint(2, n)
     s1, e1 = _op(a, "+", b)
     c = rng.randint(1, s1)
     s2, e2 = _op(s1, "-", c)
@@ -50,11 +51,11 @@ def _gain_loss(rng: random.Random) -> Problem:
     return Problem(prompt, (e1, e2), s2)
 
 
-def _groups(rng: random.Random) -> Problem:
+def _groups(rng: random.Random, n: int) -> Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    boxes, per = rng.randint(2, 9), rng.randint(2, 9)
+    boxes, per = rng.randint(2, min(9, n)), rng.randint(2, min(9, n))
     s1, e1 = _op(boxes, "*", per)
-    extra = rng.randint(1, 20)
+    extra = rng.randint(1, n)
     if rng.random() < 0.5:
         s2, e2 = _op(s1, "+", extra)
         tail = f"and finds {extra} more {item}"
@@ -67,10 +68,10 @@ def _groups(rng: random.Random) -> Problem:
     return Problem(prompt, (e1, e2), s2)
 
 
-def _share(rng: random.Random) -> Problem:
+def _share(rng: random.Random, n: int) -> Problem:
     a, b = rng.sample(NAMES, 2)
     item = rng.choice(ITEMS)
-    x, y = rng.randint(2, 40), rng.randint(2, 40)
+    x, y = rng.randint(2, n), rng.randint(2, n)
     s1, e1 = _op(x, "+", y)
     times = rng.randint(2, 4)
     s2, e2 = _op(s1, "*", times)
@@ -79,24 +80,25 @@ def _share(rng: random.Random) -> Problem:
     return Problem(prompt, (e1, e2), s2)
 
 
-def _three_steps(rng: random.Random) -> Problem:
+def _three_steps(rng: random.Random, n: int) -> Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    a, b = rng.randint(5, 40), rng.randint(2, 15)
+    a, b = rng.randint(2, n), rng.randint(2, n)
     s1, e1 = _op(a, "+", b)
     c = rng.randint(1, s1)
     s2, e2 = _op(s1, "-", c)
-    d = rng.randint(1, 25)
+    d = rng.randint(1, n)
     s3, e3 = _op(s2, "+", d)
     prompt = (f"{name} starts with {a} {item}, wins {b}, spends {c}, and then earns {d} more. "
               f"How many {item} does {name} end with?")
     return Problem(prompt, (e1, e2, e3), s3)
 
 
-TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (_gain_loss, _groups, _share, _three_steps)
+TEMPLATES: tuple[Callable[[random.Random, int], Problem], ...] = (_gain_loss, _groups, _share, _three_steps)
 
 
-def make_problem(rng: random.Random) -> Problem:
-    return rng.choice(TEMPLATES)(rng)
+def make_problem(rng: random.Random, max_number: int = 30) -> Problem:
+    """One problem; ``max_number`` bounds every number the problem states (the difficulty knob)."""
+    return rng.choice(TEMPLATES)(rng, max_number)
 
 
 def r1_trace(problem: Problem) -> str:
@@ -105,21 +107,22 @@ def r1_trace(problem: Problem) -> str:
 
 
 def plain_solution(problem: Problem) -> str:
-    return f"Question: {problem.prompt}\nSolution: " + ". ".join(problem.steps) + f". The answer is {problem.answer}."
+    return f"Question: {problem.prompt}\nSolution:\n" + "\n".join(problem.steps) + f"\nThe answer is {problem.answer}."
 
 
-def drill(rng: random.Random) -> str:
+def drill(rng: random.Random, max_number: int = 30) -> str:
     lines = []
     for _ in range(rng.randint(4, 8)):
         op = rng.choice("+-*")
-        a, b = (rng.randint(2, 12), rng.randint(2, 12)) if op == "*" else (rng.randint(0, 99), rng.randint(0, 60))
+        a, b = ((rng.randint(2, 9), rng.randint(2, 9)) if op == "*"
+                else (rng.randint(0, 2 * max_number), rng.randint(0, max_number)))
         if op == "-" and b > a:
             a, b = b, a
         lines.append(_op(a, op, b)[1])
     return "\n".join(lines)
 
 
-def split_problems(seed: int, train: int, heldout: int) -> tuple[list[Problem], list[Problem]]:
+def split_problems(seed: int, train: int, heldout: int, max_number: int = 30) -> tuple[list[Problem], list[Problem]]:
     """Distinct problems, shuffled; the held-out split shares no prompt with the train split."""
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -129,7 +132,7 @@ def split_problems(seed: int, train: int, heldout: int) -> tuple[list[Problem], 
         attempts += 1
         if attempts > 50 * (train + heldout):
             raise ValueError(f"could only make {len(problems)} distinct problems; ask for fewer")
-        p = make_problem(rng)
+        p = make_problem(rng, max_number)
         if p.prompt not in seen:
             seen.add(p.prompt)
             problems.append(p)
@@ -142,18 +145,19 @@ class ArithmeticProblemsConfig(Config):
     cold_start_traces: int = Field(300, ge=0, description="formatted SFT chats from train problems")
     pretrain_solved: int = Field(3000, ge=0, description="worked train problems in the pretraining text")
     pretrain_drills: int = Field(2000, ge=0, description="documents of plain arithmetic drills")
+    max_number: int = Field(30, ge=2, description="largest number a problem states (difficulty)")
 
 
 class ArithmeticProblemsStage:
     """Generates the problems, the cold-start traces and the pretraining text (see module doc)."""
 
     def __init__(self, train_problems: int = 4000, heldout_problems: int = 500, cold_start_traces: int = 300,
-                 pretrain_solved: int = 3000, pretrain_drills: int = 2000):
-        self.train, self.heldout = train_problems, heldout_problems
+                 pretrain_solved: int = 3000, pretrain_drills: int = 2000, max_number: int = 30):
+        self.train, self.heldout, self.max_number = train_problems, heldout_problems, max_number
         self.traces, self.solved, self.drills = cold_start_traces, pretrain_solved, pretrain_drills
 
     def run(self, ctx: StageContext) -> StageResult:
-        train, heldout = split_problems(ctx.seed, self.train, self.heldout)
+        train, heldout = split_problems(ctx.seed, self.train, self.heldout, self.max_number)
         for split, problems in (("train", train), ("heldout", heldout)):
             _write(ctx.path(split, "problems.jsonl"), [
                 {"id": f"{split}-{i}", "prompt": p.prompt, "reference": str(p.answer), "steps": list(p.steps)}
@@ -163,7 +167,7 @@ class ArithmeticProblemsStage:
             for p in train[: self.traces]])
         rng = random.Random(ctx.seed + 1)
         docs = [plain_solution(p) for p in train[-self.solved:]] if self.solved else []
-        docs += [drill(rng) for _ in range(self.drills)]
+        docs += [drill(rng, self.max_number) for _ in range(self.drills)]
         rng.shuffle(docs)
         _write(ctx.path("documents", "documents.jsonl"), [{"id": f"doc-{i}", "text": t} for i, t in enumerate(docs)])
         metrics = {"train": len(train), "heldout": len(heldout), "traces": min(self.traces, len(train)),

@@ -16,11 +16,11 @@ import math
 from typing import Any
 
 import fsspec
+from pydantic import Field
+
 from llm_core.artifacts import atomic_open, exists, join, write_json
 from llm_core.stage import StageContext
 from llm_core.types import SamplingParams, StageResult
-from pydantic import Field
-
 from llm_rlvr.grpo_stage import RolloutOptions
 from llm_rlvr.rollout import load_problems, sample_and_verify
 
@@ -72,7 +72,8 @@ class RlvrEvalStage:
                 engine = ctx.registries.rollout_engines.build(o.engine, {"checkpoint": uri, "trainable": False,
                                                                          "device": o.device})
                 groups, _ = sample_and_verify(engine, pool, problems, 1, greedy, response_prefix=o.response_prefix,
-                                              system_prompt=o.system_prompt, prompt_format=o.prompt_format, chunk_prompts=o.chunk_prompts)
+                                              system_prompt=o.system_prompt, prompt_format=o.prompt_format,
+                                              chunk_prompts=o.chunk_prompts)
                 passed = sum(g.verdicts[0].passed for g in groups)
                 low, high = wilson_interval(passed, len(groups))
                 rows.append({"name": name, "checkpoint": uri, "passed": passed, "n": len(groups),

@@ -20,12 +20,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field, field_validator
+
 from llm_core.artifacts import atomic_open, exists, join
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import SamplingParams, StageResult
-from pydantic import Field, field_validator
-
 from llm_rlvr.rollout import Group, Problem, load_problems, sample_and_verify
 
 log = logging.getLogger("llmt.rlvr")
@@ -146,7 +146,8 @@ class GrpoStage:
                     last["eval_pass_at_1"] = evaluate(c, heldout, o)
                 ctx.log_metrics(last, step=step + 1)
                 if (step + 1) % o.checkpoint_every == 0 or step + 1 == o.steps:
-                    c.engine.save(ctx.path("resume"), extra={"step": step + 1, "rollout": rollout_state(ctx, o, step + 1)})
+                    state = rollout_state(ctx, o, step + 1)
+                    c.engine.save(ctx.path("resume"), extra={"step": step + 1, "rollout": state})
             c.engine.export_hf(ctx.path("checkpoint"), extra={"stage": "grpo"})
         finally:
             c.pool.close()
@@ -269,7 +270,8 @@ def evaluate(c: Components, problems: list[Problem], o: RolloutOptions) -> float
     """Greedy pass@1 of the current policy."""
     greedy = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=0.0)
     groups, _ = sample_and_verify(c.engine, c.pool, problems, 1, greedy, response_prefix=o.response_prefix,
-                                  system_prompt=o.system_prompt, prompt_format=o.prompt_format, chunk_prompts=max(o.chunk_prompts, 64))
+                                  system_prompt=o.system_prompt, prompt_format=o.prompt_format,
+                                  chunk_prompts=max(o.chunk_prompts, 64))
     return sum(g.verdicts[0].passed for g in groups) / len(groups)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Literal
 
-from llm_core.config import Config
 from pydantic import Field
+
+from llm_core.config import Config
 
 Aggregation = Literal["token_mean", "sequence_mean", "constant"]
 

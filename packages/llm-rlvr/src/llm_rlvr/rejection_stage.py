@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pydantic import Field
+
 from llm_core.artifacts import write_json
 from llm_core.builtins.jsonl import write_records
 from llm_core.stage import StageContext
 from llm_core.types import SamplingParams, StageResult
-from pydantic import Field
-
 from llm_rlvr.grpo_stage import RolloutOptions
 from llm_rlvr.rollout import completion_text, load_problems, sample_and_verify
 
@@ -48,7 +48,8 @@ class RejectionSamplingStage:
         with VerifierPool(o.verifier, o.verifier_options, workers=o.verifier_workers,
                           timeout_s=o.verifier_timeout_s) as pool:
             groups, stats = sample_and_verify(engine, pool, problems, o.samples_per_prompt, sampling,
-                                              response_prefix=o.response_prefix, system_prompt=o.system_prompt, prompt_format=o.prompt_format,
+                                              response_prefix=o.response_prefix, system_prompt=o.system_prompt,
+                                              prompt_format=o.prompt_format,
                                               chunk_prompts=o.chunk_prompts)
         chats, solved, duplicates, correct = [], 0, 0, 0
         for group in groups:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+
 from llm_core.builtins.filter_stage import list_input_files
 from llm_core.builtins.jsonl import write_records
 from llm_core.types import Sample, SamplingParams, Verdict

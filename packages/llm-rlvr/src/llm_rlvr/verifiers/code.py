@@ -11,9 +11,10 @@ import re
 import time
 from typing import Any, Literal
 
+from pydantic import Field
+
 from llm_core.config import Config
 from llm_core.types import Verdict
-from pydantic import Field
 
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 

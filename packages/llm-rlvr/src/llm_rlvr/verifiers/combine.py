@@ -10,9 +10,10 @@ import re
 import time
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from llm_core.config import Config
 from llm_core.types import Verdict
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 R1_FORMAT = r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$"
 

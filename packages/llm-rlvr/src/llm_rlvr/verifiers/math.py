@@ -13,9 +13,10 @@ import time
 from fractions import Fraction
 from typing import Any
 
+from pydantic import Field
+
 from llm_core.config import Config
 from llm_core.types import Verdict
-from pydantic import Field
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _ANSWER_PHRASE = re.compile(r"(?:final answer|answer)\s*(?:is|:|=)\s*([^\n]+)|####\s*([^\n]+)", re.IGNORECASE)

@@ -13,10 +13,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from llm_core.config import Config
-from llm_core.types import Verdict
 from pydantic import Field
 
+from llm_core.config import Config
+from llm_core.types import Verdict
 from llm_rlvr.verifiers.combine import build_verifier
 
 Aggregate = Literal["min", "mean", "last", "product"]
