@@ -241,10 +241,12 @@ def build_batch(c: Components, groups: list[Group], skip_uniform: bool) -> tuple
     if not rows["input_ids"]:
         return None
     old = c.engine.logprobs(rows)
-    rows["old_logprobs"] = old.tolist()
+    # Each row trimmed to its own length, so that any subset of rows pads consistently.
+    rows["old_logprobs"] = [old[i, :len(ids)].tolist() for i, ids in enumerate(rows["input_ids"])]
     gaps = [logprob_gap(old[i], start, lps) for i, (start, lps) in enumerate(rollout_lps)]
     if c.reference is not None:
-        rows["ref_logprobs"] = c.reference.logprobs(rows).tolist()
+        ref = c.reference.logprobs(rows)
+        rows["ref_logprobs"] = [ref[i, :len(ids)].tolist() for i, ids in enumerate(rows["input_ids"])]
     return rows, sum(gaps) / len(gaps)
 
 
