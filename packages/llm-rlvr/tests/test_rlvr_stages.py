@@ -174,3 +174,21 @@ def test_rlvr_never_imports_the_engine():
     src = Path(__file__).parents[1] / "src"
     offenders = [p for p in src.rglob("*.py") if re.search(r"^\s*(from|import) llm_torch", p.read_text(), re.MULTILINE)]
     assert not offenders
+
+
+def test_validate_names_every_bad_component_at_once():
+    from llm_core.config import validate_recipe
+    from llm_core.errors import RecipeError
+    from llm_core.plugins import get_host
+
+    host = get_host()
+    recipe = {"name": "bad", "stages": [
+        {"name": "data", "kind": "arithmetic_problems"},
+        {"name": "g", "kind": "grpo", "inputs": {"checkpoint": "data", "problems": "data/train"},
+         "verifier": "mathh", "estimator": "rlooo", "loss_options": {"clip_low": 2.0}}]}
+    with pytest.raises(RecipeError) as error:
+        validate_recipe(recipe, host.registries, host)
+    text = str(error.value)
+    assert "stages.g.verifier: unknown verifier 'mathh'; did you mean 'math'?" in text
+    assert "stages.g.estimator: unknown advantage estimator 'rlooo'" in text
+    assert "stages.g.loss.clip_low" in text

@@ -89,3 +89,25 @@ def register_stages(registry: Any) -> None:
                  summary="sample N per prompt, keep verified-correct distinct completions as SFT chats")
     registry.add("rlvr_eval", rlvr_eval, config=RlvrEvalConfig, inputs=("problems",), optional_inputs=("*",),
                  summary="held-out greedy pass@1 of named checkpoints, 95% intervals, reward / pass@1 plot")
+
+
+@hookimpl
+def validate_pipeline(recipe: Any, registries: Any) -> list[str]:
+    """Check the components the RL stages name: verifier, advantage estimator, loss, and options."""
+    from llm_core.config import check_component
+
+    problems: list[str] = []
+    for spec in recipe.stages:
+        if spec.kind not in ("grpo", "rejection_sampling", "rlvr_eval"):
+            continue
+        where = f"stages.{spec.name}"
+        options = {**recipe.settings, **spec.options}
+        named = [("verifiers", "verifier", "verifier_options", "math")]
+        if spec.kind == "grpo":
+            named += [("advantage_estimators", "estimator", "estimator_options", "grpo"),
+                      ("losses", "loss", "loss_options", "grpo")]
+        for kind, key, options_key, default in named:
+            name, component_options = options.get(key, default), options.get(options_key) or {}
+            if isinstance(name, str) and isinstance(component_options, dict):
+                problems += check_component(registries[kind], name, component_options, f"{where}.{key}")
+    return problems
