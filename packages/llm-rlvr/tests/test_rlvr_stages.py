@@ -137,6 +137,14 @@ def test_rejection_sampling_keeps_verified_distinct(tiny_run, tmp_path, recipe_r
         recipe_runner([never], str(tmp_path))
 
 
+def test_mean_interval():
+    from llm_rlvr.eval_stage import mean_interval
+
+    low, high = mean_interval([0.0, 0.5, 1.0, 0.5] * 25)
+    # mean 0.5, sd 0.3553 (n-1), half-width 1.96 * 0.3553 / 10
+    assert low == pytest.approx(0.5 - 0.06964, abs=1e-4) and high == pytest.approx(0.5 + 0.06964, abs=1e-4)
+
+
 def test_wilson_interval():
     from llm_rlvr.eval_stage import wilson_interval
 
@@ -149,11 +157,13 @@ def test_eval_table_and_plot(tiny_run, tmp_path, recipe_runner, capsys):
     _base(tiny_run, tmp_path)
     ev = {"name": "eval", "kind": "rlvr_eval", "inputs": {"problems": "data/heldout", "base": "cold_start/checkpoint",
                                                          "grpo": "grpo/checkpoint"},
-          "compare": [["base", "grpo"]], "max_new_tokens": 12, "verifier_workers": 0, "max_problems": 20}
+          "compare": [["base", "grpo"]], "max_new_tokens": 12, "verifier_workers": 0, "max_problems": 20,
+          "sampled_temperature": 1.0, "samples_per_problem": 2}
     recipe_runner([grpo_stage(steps=2), ev], str(tmp_path))
     table = (tmp_path / "eval/pass_at_1.md").read_text()
-    assert re.search(r"\| grpo \| \d\.\d{3} \| \[\d\.\d{3}, \d\.\d{3}\] \| \d+/20 \|", table)
-    assert "grpo vs base" in table and "held-out pass@1" in capsys.readouterr().out
+    assert re.search(r"\| grpo \| \d\.\d{3} \| \[\d\.\d{3}, \d\.\d{3}\] \| \d+/20 \| \d\.\d{3} \|", table)
+    assert "grpo vs base (greedy)" in table and "grpo vs base (sampled)" in table
+    assert "held-out pass@1" in capsys.readouterr().out
     png = (tmp_path / "eval/curves.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 

@@ -38,11 +38,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mean_interval(per_problem: list[float], z: float = 1.96) -> tuple[float, float]:
+    """95% normal interval of a mean over problems (each problem's score averaged over its samples)."""
+    n = len(per_problem)
+    mean = sum(per_problem) / n
+    if n < 2:
+        return 0.0, 1.0
+    sd = math.sqrt(sum((x - mean) ** 2 for x in per_problem) / (n - 1))
+    return max(0.0, mean - z * sd / math.sqrt(n)), min(1.0, mean + z * sd / math.sqrt(n))
+
+
 class RlvrEvalConfig(RolloutOptions):
     max_problems: int | None = Field(None, ge=1, description="evaluate the first N problems (default: all)")
     compare: list[tuple[str, str]] = Field(default_factory=list, description="pairs (baseline, candidate) of "
                                            "input names; reports whether candidate beats baseline "
                                            "beyond both 95% intervals")
+    sampled_temperature: float | None = Field(None, gt=0, description="also report DeepSeek-R1's pass@1: "
+                                              "the pass rate of samples at this temperature, averaged "
+                                              "over samples_per_problem per problem")
+    samples_per_problem: int = Field(4, ge=1)
     verifier_workers: int = 2
 
 
@@ -64,48 +78,81 @@ class RlvrEvalStage:
             for name in (a, b):
                 if name not in checkpoints:
                     raise ValueError(f"compare names {name!r}, which is not an input; inputs: {sorted(checkpoints)}")
-        rows = []
-        greedy = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=0.0)
         with VerifierPool(o.verifier, o.verifier_options, workers=o.verifier_workers,
                           timeout_s=o.verifier_timeout_s) as pool:
-            for name, uri in checkpoints.items():
-                engine = ctx.registries.rollout_engines.build(o.engine, {"checkpoint": uri, "trainable": False,
-                                                                         "device": o.device})
-                groups, _ = sample_and_verify(engine, pool, problems, 1, greedy, response_prefix=o.response_prefix,
-                                              system_prompt=o.system_prompt, prompt_format=o.prompt_format,
-                                              chunk_prompts=o.chunk_prompts)
-                passed = sum(g.verdicts[0].passed for g in groups)
-                low, high = wilson_interval(passed, len(groups))
-                rows.append({"name": name, "checkpoint": uri, "passed": passed, "n": len(groups),
-                             "pass_at_1": passed / len(groups), "ci_low": low, "ci_high": high})
-                log.info("%s: pass@1 %.3f [%.3f, %.3f]", name, passed / len(groups), low, high)
-        by_name = {r["name"]: r for r in rows}
-        comparisons = [{"baseline": a, "candidate": b, "delta": by_name[b]["pass_at_1"] - by_name[a]["pass_at_1"],
-                        "beyond_intervals": by_name[b]["ci_low"] > by_name[a]["ci_high"]} for a, b in o.compare]
-        table = render_table(rows, comparisons)
+            rows = [self.score(ctx, pool, problems, name, uri) for name, uri in checkpoints.items()]
+        metric_names = ["greedy"] + (["sampled"] if o.sampled_temperature else [])
+        comparisons = [compare(rows, a, b, metric) for metric in metric_names for a, b in o.compare]
+        table = render_table(rows, comparisons, o)
         print(table)
         with atomic_open(ctx.path("pass_at_1.md"), "wt", encoding="utf-8") as handle:
             handle.write(table + "\n")
         write_json(ctx.path("results.json"), {"rows": rows, "comparisons": comparisons})
         plotted = plot_curves(checkpoints, ctx.path("curves.png"))
         metrics = {f"pass_at_1/{r['name']}": round(r["pass_at_1"], 4) for r in rows}
-        metrics.update({f"beats/{c['candidate']}>{c['baseline']}": c["beyond_intervals"] for c in comparisons})
+        metrics.update({f"sampled_pass_at_1/{r['name']}": round(r["sampled_pass_at_1"], 4)
+                        for r in rows if "sampled_pass_at_1" in r})
+        metrics.update({f"beats/{c['metric']}/{c['candidate']}>{c['baseline']}": c["beyond_intervals"]
+                        for c in comparisons})
         ctx.log_metrics(metrics)
         artifacts = {"table": ctx.path("pass_at_1.md"), "results": ctx.path("results.json")}
         if plotted:
             artifacts["curves"] = ctx.path("curves.png")
         return StageResult(metrics=metrics, artifacts=artifacts)
 
+    def score(self, ctx: StageContext, pool: Any, problems: list[Any], name: str, uri: str) -> dict[str, Any]:
+        """Greedy pass@1 (Wilson interval) and, if asked, sampled pass@1 (interval over problems)."""
+        o = self.o
+        engine = ctx.registries.rollout_engines.build(o.engine, {"checkpoint": uri, "trainable": False,
+                                                                 "device": o.device})
+        common = {"response_prefix": o.response_prefix, "system_prompt": o.system_prompt,
+                  "prompt_format": o.prompt_format, "chunk_prompts": o.chunk_prompts}
+        greedy = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=0.0)
+        groups, _ = sample_and_verify(engine, pool, problems, 1, greedy, **common)
+        passed = sum(g.verdicts[0].passed for g in groups)
+        low, high = wilson_interval(passed, len(groups))
+        row = {"name": name, "checkpoint": uri, "passed": passed, "n": len(groups),
+               "pass_at_1": passed / len(groups), "ci_low": low, "ci_high": high}
+        log.info("%s: greedy pass@1 %.3f [%.3f, %.3f]", name, row["pass_at_1"], low, high)
+        if o.sampled_temperature:
+            sampling = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=o.sampled_temperature,
+                                      top_p=o.top_p, seed=ctx.seed)
+            groups, _ = sample_and_verify(engine, pool, problems, o.samples_per_problem, sampling, **common)
+            per_problem = [sum(v.passed for v in g.verdicts) / len(g.verdicts) for g in groups]
+            s_low, s_high = mean_interval(per_problem)
+            row.update(sampled_pass_at_1=sum(per_problem) / len(per_problem), sampled_ci_low=s_low,
+                       sampled_ci_high=s_high)
+            log.info("%s: sampled pass@1 %.3f [%.3f, %.3f]", name, row["sampled_pass_at_1"], s_low, s_high)
+        return row
 
-def render_table(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> str:
-    lines = [f"held-out pass@1 (greedy, n={rows[0]['n'] if rows else 0}, 95% Wilson interval)", "",
-             "| stage | pass@1 | 95% interval | solved |", "|---|---|---|---|"]
+
+def compare(rows: list[dict[str, Any]], baseline: str, candidate: str, metric: str) -> dict[str, Any]:
+    by_name = {r["name"]: r for r in rows}
+    prefix = "" if metric == "greedy" else "sampled_"
+    a, b = by_name[baseline], by_name[candidate]
+    return {"metric": metric, "baseline": baseline, "candidate": candidate,
+            "delta": b[f"{prefix}pass_at_1"] - a[f"{prefix}pass_at_1"],
+            "beyond_intervals": b[f"{prefix}ci_low"] > a[f"{prefix}ci_high"]}
+
+
+def render_table(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], o: RlvrEvalConfig) -> str:
+    sampled = o.sampled_temperature is not None
+    header = f"held-out pass@1 (n={rows[0]['n'] if rows else 0}; greedy with a 95% Wilson interval"
+    header += (f"; sampled: mean over {o.samples_per_problem} samples at temperature {o.sampled_temperature}, "
+               "95% interval over problems)" if sampled else ")")
+    lines = [header, "", "| stage | greedy pass@1 | 95% interval | solved |" + (" sampled pass@1 | 95% interval |"
+                                                                           if sampled else ""),
+             "|---|---|---|---|" + ("---|---|" if sampled else "")]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['pass_at_1']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
-                     f"{r['passed']}/{r['n']} |")
+        line = (f"| {r['name']} | {r['pass_at_1']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
+                f"{r['passed']}/{r['n']} |")
+        if sampled:
+            line += f" {r['sampled_pass_at_1']:.3f} | [{r['sampled_ci_low']:.3f}, {r['sampled_ci_high']:.3f}] |"
+        lines.append(line)
+    lines.append("")
     for c in comparisons:
         verdict = "beyond the intervals" if c["beyond_intervals"] else "NOT beyond the intervals"
-        lines.append(f"\n{c['candidate']} vs {c['baseline']}: {c['delta']:+.3f}, {verdict}")
+        lines.append(f"{c['candidate']} vs {c['baseline']} ({c['metric']}): {c['delta']:+.3f}, {verdict}")
     return "\n".join(lines)
 
 
