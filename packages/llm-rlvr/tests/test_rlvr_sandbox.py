@@ -14,15 +14,15 @@ import time
 
 import pytest
 
-from llm_rlvr.sandbox import Sandbox, SandboxLimits
+from llm_rlvr.sandbox import Sandbox, SandboxLimits, bwrap_usable
 from llm_rlvr.verifiers.code import CodeVerifier
 
 LIMITS = SandboxLimits(wall_seconds=4, cpu_seconds=2, memory_mb=256, output_bytes=10_000, processes=16)
 IS_ROOT = os.geteuid() == 0
 
 ISOLATIONS = [
-    pytest.param("bwrap", marks=pytest.mark.skipif(shutil.which("bwrap") is None,
-                                                   reason="bubblewrap not installed (apt-get install bubblewrap)")),
+    pytest.param("bwrap", marks=pytest.mark.skipif(not bwrap_usable(), reason="bubblewrap not installed (apt-get "
+                                                   "install bubblewrap) or unable to create namespaces here")),
     "rlimits",
 ]
 
@@ -166,4 +166,19 @@ def test_fallback_warns_loudly(caplog, monkeypatch):
 def test_bwrap_required_but_missing(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="apt-get install bubblewrap"):
+        Sandbox(LIMITS, isolation="bwrap")
+
+
+def test_unusable_bwrap_falls_back_loudly(monkeypatch, caplog):
+    import llm_rlvr.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "_bwrap_probe", {})
+    monkeypatch.setattr(sandbox_module.Sandbox, "run", lambda self, source, stdin="": sandbox_module.SandboxResult(
+        1, "", "bwrap: No permissions to create new namespace", False, False, 0.0, "bwrap"))
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/bwrap")
+    with caplog.at_level(logging.WARNING, logger="llmt.rlvr.sandbox"):
+        assert Sandbox(LIMITS, isolation="auto").isolation == "rlimits"
+    assert "cannot create its sandbox" in caplog.text
+    monkeypatch.setattr(sandbox_module, "_bwrap_probe", {})
+    with pytest.raises(RuntimeError, match="No permissions"):
         Sandbox(LIMITS, isolation="bwrap")

@@ -42,6 +42,7 @@ _SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
 PR_SET_CHILD_SUBREAPER = 36
 _warned_fallback = False
 _subreaper = False
+_bwrap_probe: dict[tuple[str, str], str] = {}  # (bwrap, python) -> "" when it works, else why not
 # Loaded here, in the parent: dlopen in a forked child could deadlock on the loader's lock.
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -110,8 +111,25 @@ class Sandbox:
         self.drop_to_nobody = os.geteuid() == 0
         self.python = python or self._pick_python()
         _become_subreaper()
+        if self.bwrap is not None:
+            problem = self._bwrap_problem()
+            if problem and isolation == "bwrap":
+                raise RuntimeError(f"isolation='bwrap' but bubblewrap cannot create its sandbox here: {problem}")
+            if problem:
+                log.warning("bubblewrap is installed but cannot create its sandbox here (%s); "
+                            "falling back to resource limits", problem)
+                self.bwrap = None
         if self.bwrap is None:
             self._warn_fallback()
+
+    def _bwrap_problem(self) -> str:
+        """Why bwrap fails to run a trivial program (user namespaces disabled...), or "" when it works.
+        Probed once per process and interpreter."""
+        key = (self.bwrap, self.python)
+        if key not in _bwrap_probe:
+            result = self.run("pass")
+            _bwrap_probe[key] = "" if result.ok else (result.stderr.strip() or f"exit {result.returncode}")[:300]
+        return _bwrap_probe[key]
 
     @property
     def isolation(self) -> Literal["bwrap", "rlimits"]:
@@ -275,3 +293,10 @@ def _kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
                 pass
         time.sleep(0.002)
     log.warning("sandbox process group %d did not exit within %.1fs of SIGKILL", proc.pid, grace_s)
+
+
+def bwrap_usable() -> bool:
+    """Whether bubblewrap is installed and can create its sandbox on this machine."""
+    if shutil.which("bwrap") is None:
+        return False
+    return Sandbox(isolation="auto").isolation == "bwrap"
