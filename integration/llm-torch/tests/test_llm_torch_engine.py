@@ -79,3 +79,43 @@ def test_save_and_load_restore_weights_and_optimizer(tiny_engine, registries, tm
     assert again["loss"] == expected["loss"] and again["lr"] == expected["lr"]
     assert restored.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}]) == \
         "<|im_start|>user\nhi<|im_end|>\n"
+
+
+def test_bf16_autocast_trains_and_stays_close_to_fp32(registries, tokenizer_dir):
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
+    engines = {p: registries.engines.build("torch", {"model": shape, "tokenizer": tokenizer_dir, "seed": 0,
+                                                     "precision": p, "lr": 1e-2, "schedule": "constant"})
+               for p in ("fp32", "bf16")}
+    batch = {"input_ids": torch.randint(0, 300, (4, 32), generator=torch.Generator().manual_seed(0))}
+    diff = (engines["fp32"].logprobs(batch) - engines["bf16"].logprobs(batch)).abs().max().item()
+    assert 0 < diff < 0.1
+    loss = registries.losses.build("cross_entropy")
+    curve = [engines["bf16"].train_step(batch, loss)["loss"] for _ in range(8)]
+    assert curve[-1] < curve[0] - 0.5
+    assert next(engines["bf16"].model.parameters()).dtype == torch.float32  # fp32 master weights
+
+
+def test_schedules():
+    from llm_torch.schedules import Schedule
+
+    cosine = Schedule(1.0, total_steps=11, warmup_steps=1, kind="cosine", min_lr_ratio=0.1)
+    assert cosine.lr(0) == 1.0 and abs(cosine.lr(10) - 0.1) < 1e-9 and abs(cosine.lr(5.5) - 0.55) < 1e-9
+    warm = Schedule(1.0, total_steps=10, warmup_steps=4, kind="constant")
+    assert [warm.lr(s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    wsd = Schedule(1.0, total_steps=10, warmup_steps=2, kind="wsd", min_lr_ratio=0.0, decay_fraction=0.3)
+    assert [round(wsd.lr(s), 3) for s in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_value_head_feeds_the_loss_and_trains(registries, tokenizer_dir):
+    engine = registries.engines.build("torch", {"model": {"hidden_size": 32, "intermediate_size": 64,
+                                                          "num_layers": 1, "num_heads": 2, "num_kv_heads": 1},
+                                                "tokenizer": tokenizer_dir, "value_head": True, "lr": 1e-2,
+                                                "schedule": "constant"})
+    batch = {"input_ids": [[5, 6, 7, 8], [9, 10, 11, 12]], "returns": [1.0, -1.0]}
+
+    def value_loss(values, returns):
+        return ((values[:, -1] - returns) ** 2).mean()
+
+    curve = [engine.train_step(batch, value_loss)["loss"] for _ in range(20)]
+    assert curve[-1] < curve[0] / 4
+    assert engine.values(batch).shape == (2, 4)

@@ -55,3 +55,25 @@ def test_checkpoint_errors_name_the_folder(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(ValueError, match="only 'llama'"):
         hf.load_checkpoint(str(tmp_path))
+
+
+def test_import_checkpoint_stage_copies_an_hf_folder(tmp_path):
+    from llm_core.config import validate_recipe
+    from llm_core.plugins import get_host, reset_host
+    from llm_core.runner import PipelineRunner
+
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(tmp_path / "hf"))
+    reset_host()
+    host = get_host()
+    recipe = validate_recipe({"name": "imp", "stages": [
+        {"name": "base", "kind": "import_checkpoint", "source": str(tmp_path / "hf")}]}, host.registries, host)
+    result = PipelineRunner(recipe, str(tmp_path / "run"), host).run()["base"]
+    assert result.metrics["layers"] == 1
+    assert (tmp_path / "run" / "base" / "checkpoint" / "model.safetensors").exists()
+    reset_host()
+    with pytest.raises(FileNotFoundError, match="not installed|no config.json"):
+        from llm_torch.import_stage import resolve_source
+
+        hf.load_checkpoint(resolve_source(str(tmp_path / "missing")))

@@ -20,18 +20,18 @@ name = "pretrain"
 kind = "pretrain"
 inputs = {{ documents = "{docs}" }}
 vocab_size = 320
-model = {{ hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2 }}
-seq_len = 64
+model = {{ hidden_size = 32, intermediate_size = 64, num_layers = 2, num_heads = 4, num_kv_heads = 2 }}
+seq_len = 32
 batch_size = 8
 micro_batch_size = 4
-steps = 40
+steps = 24
 lr = 3e-3
 warmup_steps = 5
 schedule = "wsd"
 log_every = 1
-checkpoint_every = 10
+checkpoint_every = 8
 callbacks = ["loss_ema", "throughput"]
-threads = 2
+threads = 1
 """
 
 
@@ -54,7 +54,7 @@ def _by_step(records):
 
 def test_sigkill_then_rerun_reproduces_every_loss(tmp_path, make_texts):
     docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in make_texts(400)))
+    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in make_texts(200)))
     recipe = tmp_path / "resume.toml"
     recipe.write_text(RECIPE.format(docs=docs))
 
@@ -63,12 +63,12 @@ def test_sigkill_then_rerun_reproduces_every_loss(tmp_path, make_texts):
 
     killed = _launch(recipe, tmp_path / "killed")
     deadline = time.time() + 300
-    while time.time() < deadline and max(_by_step(_metrics(tmp_path / "killed")), default=-1) < 14:
+    while time.time() < deadline and max(_by_step(_metrics(tmp_path / "killed")), default=-1) < 10:
         time.sleep(0.005)
     os.kill(killed.pid, signal.SIGKILL)
     assert killed.wait(timeout=60) == -signal.SIGKILL
     seen = max(_by_step(_metrics(tmp_path / "killed")))
-    assert 14 <= seen < 39, f"the kill came at step {seen}, not mid-run"
+    assert 10 <= seen < 23, f"the kill came at step {seen}, not mid-run"
     manifest = json.loads((tmp_path / "killed" / "pretrain" / "manifest.json").read_text())
     assert manifest["status"] == "running"
 
@@ -77,8 +77,8 @@ def test_sigkill_then_rerun_reproduces_every_loss(tmp_path, make_texts):
     assert "resumed training at step" in resumed.stderr.read()
 
     expected, got = _by_step(_metrics(tmp_path / "straight")), _by_step(_metrics(tmp_path / "killed"))
-    assert sorted(got) == list(range(40))
-    for step in range(40):
+    assert sorted(got) == list(range(24))
+    for step in range(24):
         for key in ("loss", "lr", "grad_norm", "loss_ema", "tokens_seen"):
             assert got[step][key] == expected[step][key], (step, key, got[step][key], expected[step][key])
     weights = [(tmp_path / run / "pretrain" / "checkpoint" / "model.safetensors").read_bytes()

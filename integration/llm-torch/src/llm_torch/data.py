@@ -179,11 +179,20 @@ class ReplayMix:
             return self.primary.block(index)
         # Which source sample ``index`` comes from, and how many earlier samples each source gave,
         # are functions of (seed, index), so a resumed run draws exactly what the first run would.
-        draws = np.random.default_rng([self.seed, 7]).random(index + 1) < self.ratio
-        from_replay = int(draws[:index].sum())
-        if draws[index]:
-            return self.replay.block(from_replay)
-        return self.primary.block(index - from_replay)
+        from_replay = self._replay_counts(index + 1)
+        if from_replay[index + 1] > from_replay[index]:
+            return self.replay.block(int(from_replay[index]))
+        return self.primary.block(index - int(from_replay[index]))
+
+    def _replay_counts(self, needed: int) -> np.ndarray:
+        """counts[i] = how many of samples 0..i-1 come from replay; grown by doubling, same prefix."""
+        counts = getattr(self, "_counts", None)
+        if counts is None or len(counts) <= needed:
+            size = max(needed + 1, 2 * (len(counts) if counts is not None else 1024))
+            draws = np.random.default_rng([self.seed, 7]).random(size) < self.ratio
+            counts = np.concatenate([[0], np.cumsum(draws)])
+            self._counts = counts
+        return counts
 
 
 def global_batch(source: PackedBlocks | ReplayMix, step: int, batch_size: int, rank: int = 0,

@@ -40,6 +40,9 @@ def barrier() -> None:
 
 def launch(ctx: StageContext, processes: int, options: dict[str, Any]) -> None:
     """Run the stage ``ctx`` describes, with ``options``, in ``processes`` torchrun workers."""
+    if "memory://" in ctx.stage_dir:
+        raise ValueError(f"stage {ctx.name!r}: processes > 1 needs a run root that every process can "
+                         "reach (a local path or an object store), not memory://")
     plain = {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in options.items()}
     spec = {"name": ctx.name, "kind": ctx.kind, "stage_dir": ctx.stage_dir, "inputs": ctx.inputs,
             "seed": ctx.seed, "fingerprint": ctx.fingerprint, "root": ctx.store.root,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import io
 from collections.abc import Callable, Mapping, Sequence
@@ -52,7 +53,7 @@ class TorchEngine:
         elif isinstance(model, LlamaModel):
             self.model = model
         elif isinstance(model, ModelConfig):
-            self.model = LlamaModel(model)
+            self.model = LlamaModel(dataclasses.replace(model, value_head=model.value_head or value_head))
         else:
             raise ValueError("TorchEngine needs a checkpoint folder or a model (LlamaModel / ModelConfig)")
         self.model.to(self.device)

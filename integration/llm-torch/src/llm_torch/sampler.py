@@ -24,9 +24,9 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        sorted_probs = sorted_logits.softmax(-1)
         # Drop a token when the mass before it already reaches top_p (the first token always stays).
-        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        drop_sorted = (sorted_probs.cumsum(-1) - sorted_probs) >= top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -59,16 +59,21 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
     else:
         generator.seed()
 
-    ids, mask = (t.to(device) for t in _left_pad(prompt_ids, pad_id))
+    ids, prompt_mask = (t.to(device) for t in _left_pad(prompt_ids, pad_id))
     batch, width = ids.shape
-    cache = KVCache(model.config, batch, width + sampling.max_new_tokens, dtype, device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    no_padding = bool(mask.all())
-    logits = model(ids, positions, None if no_padding else padding_mask(mask, width), cache)[:, -1]
+    total = width + sampling.max_new_tokens
+    cache = KVCache(model.config, batch, total, dtype, device)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    no_padding = bool(prompt_mask.all())
+    hidden = model.hidden(ids, positions, None if no_padding else padding_mask(prompt_mask, width), cache)
+    logits = model.lm_head(hidden[:, -1])  # only the last position's logits are needed
     # Prefill each prompt once, then copy its cache row for its n samples.
     rows = torch.arange(batch, device=device).repeat_interleave(n)
     cache.reorder(rows)
-    logits, mask, last_pos = logits[rows], mask[rows], positions[rows, -1]
+    logits, last_pos = logits[rows], positions[rows, -1]
+    # Keys visible to the next query: the prompt's real tokens, then every generated token.
+    mask = torch.ones((len(rows), total), dtype=torch.bool, device=device)
+    mask[:, :width] = prompt_mask[rows].bool()
 
     tokens, logprobs = [], []
     finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
@@ -85,9 +90,9 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
         finished |= torch.isin(token, stops)
         if bool(finished.all()):
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # finished rows: output unused
         last_pos = last_pos + 1
-        logits = model(token[:, None], last_pos[:, None], padding_mask(mask, 1), cache)[:, -1]
+        step_mask = mask[:, None, None, :cache.length + 1]  # (R, 1, 1, keys): one query per row
+        logits = model(token[:, None], last_pos[:, None], step_mask, cache)[:, -1]
     return _collect(prompt_ids, n, tokens, logprobs, stops, decode)
 
 

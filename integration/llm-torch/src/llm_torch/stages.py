@@ -69,7 +69,7 @@ def iter_texts(ctx: StageContext, uri: str, text_key: str, rejects: RejectLog) -
 
 
 def prepare_tokens(ctx: StageContext, uri: str, tokenizer: TextTokenizer, text_key: str,
-                   folder: str = "tokens") -> str:
+                   tokenizer_uri: str, folder: str = "tokens") -> str:
     """A token folder for ``uri``: itself if it is one, else JSONL tokenized (once) under the stage."""
     if data.is_token_folder(uri):
         meta = data.read_meta(uri)
@@ -84,7 +84,7 @@ def prepare_tokens(ctx: StageContext, uri: str, tokenizer: TextTokenizer, text_k
     rejects = RejectLog()
     data.write_token_folder(out, iter_texts(ctx, uri, text_key, rejects), tokenizer.encode_batch,
                             vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id,
-                            tokenizer=ctx.path("tokenizer"))
+                            tokenizer=tokenizer_uri)
     rejects.write(ctx.path(f"rejects-{folder}.jsonl"))
     return out
 
@@ -152,7 +152,11 @@ class PretrainStage:
             return TextTokenizer.load(ctx.input("tokenizer"))
         documents = ctx.input("documents")
         if data.is_token_folder(documents):
-            return TextTokenizer.load(data.read_meta(documents)["tokenizer"])
+            named = data.read_meta(documents)["tokenizer"]
+            if not data.exists(data.join(named, "tokenizer.json")):
+                raise FileNotFoundError(f"{documents}/meta.json: tokenizer {named!r} is not a folder with "
+                                        "tokenizer.json; give the stage a 'tokenizer' input (such a folder)")
+            return TextTokenizer.load(named)
         folder = ctx.path("tokenizer")
         if data.exists(data.join(folder, "tokenizer.json")):
             return TextTokenizer.load(folder)
@@ -163,11 +167,17 @@ class PretrainStage:
         tokenizer.save(folder)
         return tokenizer
 
+    def tokenizer_uri(self, ctx: StageContext) -> str:
+        if "tokenizer" in ctx.inputs:
+            return ctx.input("tokenizer")
+        documents = ctx.input("documents")
+        return data.read_meta(documents)["tokenizer"] if data.is_token_folder(documents) else ctx.path("tokenizer")
+
     def run(self, ctx: StageContext) -> StageResult:
         o = self.options
         set_threads(o["threads"])
         tokenizer = self.tokenizer(ctx)
-        tokens = prepare_tokens(ctx, ctx.input("documents"), tokenizer, o["text_key"])
+        tokens = prepare_tokens(ctx, ctx.input("documents"), tokenizer, o["text_key"], self.tokenizer_uri(ctx))
         if o["processes"] > 1:
             return run_in_processes(ctx, o)
         shape: ModelShape = o["model"]
@@ -211,10 +221,11 @@ class MidtrainStage:
         checkpoint = ctx.input("checkpoint")
         lr = self.learning_rate(checkpoint)
         tokenizer = TextTokenizer.load(checkpoint)
-        new_tokens = prepare_tokens(ctx, ctx.input("documents"), tokenizer, o["text_key"])
+        new_tokens = prepare_tokens(ctx, ctx.input("documents"), tokenizer, o["text_key"], checkpoint)
         replay_tokens = None
         if "replay" in ctx.inputs:
-            replay_tokens = prepare_tokens(ctx, ctx.input("replay"), tokenizer, o["text_key"], "replay_tokens")
+            replay_tokens = prepare_tokens(ctx, ctx.input("replay"), tokenizer, o["text_key"], checkpoint,
+                                           "replay_tokens")
         if o["processes"] > 1:
             return run_in_processes(ctx, o)
         engine = TorchEngine(checkpoint, seed=ctx.seed, **engine_options(o, lr))

@@ -72,7 +72,17 @@ class Executor(Protocol):
 
 @runtime_checkable
 class TrainEngine(Protocol):
-    """A trainable policy (DESIGN.md section 7). Losses are pure functions the engine calls."""
+    """A trainable policy (DESIGN.md section 7). Losses are pure functions the engine calls.
+
+    A batch is a mapping: ``input_ids`` (B, T) required; optional ``attention_mask`` (B, T),
+    ``labels`` (B, T) aligned so that ``labels[:, t]`` is the token predicted at position t (-100:
+    no loss), or ``loss_mask`` (B, T) marking the target tokens of ``input_ids``; every other key
+    (``advantages``, ``old_logprobs``...) is handed to the loss. ``logprobs(batch)`` returns (B, T)
+    log-probabilities of ``labels``, 0 where ignored. ``train_step`` calls ``loss_fn`` with the
+    keyword arguments its signature names among ``logits``, ``labels``, ``logprobs``, ``mask``,
+    ``values`` and the extra batch keys; it returns a scalar or ``(scalar, metrics)``. The embedded
+    engine's README (integration/llm-torch) documents the full surface.
+    """
 
     def logprobs(self, batch: Mapping[str, Any]) -> Any: ...
 
@@ -89,7 +99,12 @@ class TrainEngine(Protocol):
 
 @runtime_checkable
 class RolloutEngine(Protocol):
-    """Generates samples with per-token logprobs, and takes new policy weights."""
+    """Generates samples with per-token logprobs, and takes new policy weights.
+
+    ``generate`` returns one group of ``n`` ``Sample`` per prompt, in prompt order; a sample's
+    ``logprobs[i]`` is the policy's log-probability of ``token_ids[i]`` at temperature 1 (before
+    top-k / top-p), so that it equals ``TrainEngine.logprobs`` over the same tokens.
+    """
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: Any) -> list[list[Sample]]: ...
 

@@ -1,0 +1,235 @@
+"""Benchmark llm-torch against transformers, side by side in one run, on the same model shapes.
+
+Training: tokens/s of forward + backward + AdamW (fp32, clipping) at batch x 256 tokens.
+Generation: new tokens/s of sampling 128 tokens for a batch of 8 prompts, with each library's cache.
+Each measurement alternates the two libraries (ours, theirs, ours, ...) so machine noise hits both
+alike; the table shows medians and the ratio. Peak memory: the peak resident set of a fresh process
+doing the same work once, per library.
+
+    uv run python tools/bench_torch.py                     # tiny and 135M shapes, 6 runs each
+    uv run python tools/bench_torch.py --sizes tiny --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+SIZES = {
+    # about 5M parameters
+    "tiny": dict(vocab_size=8192, hidden_size=256, intermediate_size=768, num_layers=4, num_heads=4,
+                 num_kv_heads=2, train_batch=8),
+    # the SmolLM2-135M shape
+    "135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
+                 num_kv_heads=3, train_batch=4),
+}
+SEQ_LEN, GEN_BATCH, PROMPT_LEN, NEW_TOKENS = 256, 8, 32, 128
+
+
+def build(size: str):
+    """Our model and transformers' LlamaForCausalLM with the same config and the same weights.
+
+    Used for speed; memory is measured on a process that builds only one of them."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm_torch.model import LlamaModel, ModelConfig
+
+    shape = {k: v for k, v in SIZES[size].items() if k != "train_batch"}
+    torch.manual_seed(0)
+    ours = LlamaModel(ModelConfig(max_seq_len=1024, tie_embeddings=True, **shape))
+    theirs = LlamaForCausalLM(LlamaConfig(
+        vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
+        intermediate_size=shape["intermediate_size"], num_hidden_layers=shape["num_layers"],
+        num_attention_heads=shape["num_heads"], num_key_value_heads=shape["num_kv_heads"],
+        max_position_embeddings=1024, tie_word_embeddings=True, rms_norm_eps=1e-5,
+        attn_implementation="sdpa"))
+    theirs.load_state_dict(ours.state_dict(), strict=False)
+    theirs.tie_weights()
+    return ours, theirs
+
+
+def train_runner(library: str, model, batch: int):
+    """A function doing one optimizer step; returns the tokens it trained on."""
+    from llm_core.builtins.losses import cross_entropy
+    from llm_torch.engine import TorchEngine
+
+    ids = torch.randint(0, model.config.vocab_size, (batch, SEQ_LEN + 1), generator=torch.Generator().manual_seed(1))
+    inputs, labels = ids[:, :-1], ids[:, 1:]
+    if library == "llm-torch":
+        engine = TorchEngine(model=model, lr=1e-4, grad_clip=1.0)
+
+        def step() -> int:
+            engine.train_step({"input_ids": inputs, "labels": labels}, cross_entropy)
+            return inputs.numel()
+
+        return step
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
+    model.train()
+
+    def hf_step() -> int:
+        loss = model(input_ids=inputs, labels=inputs).loss  # transformers shifts labels inside
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return inputs.numel()
+
+    return hf_step
+
+
+def generate_runner(library: str, model):
+    from llm_core.types import SamplingParams
+    from llm_torch import sampler
+
+    prompts = torch.randint(0, model.config.vocab_size, (GEN_BATCH, PROMPT_LEN),
+                            generator=torch.Generator().manual_seed(2))
+    model.eval()
+    if library == "llm-torch":
+        params = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=1.0, top_p=0.95, seed=0)
+
+        def gen() -> int:
+            groups = sampler.generate(model, prompts.tolist(), 1, params, pad_id=0, stop_ids=())
+            return sum(len(s.token_ids) for g in groups for s in g)
+
+        return gen
+
+    def hf_gen() -> int:
+        with torch.inference_mode():
+            out = model.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
+                                 temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=NEW_TOKENS,
+                                 min_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=0, use_cache=True)
+        return (out.shape[1] - PROMPT_LEN) * GEN_BATCH
+
+    return hf_gen
+
+
+def make_runner(library: str, task: str, size: str, model=None):
+    if model is None:
+        ours, theirs = build(size)
+        model = ours if library == "llm-torch" else theirs
+    if task == "train":
+        return train_runner(library, model, SIZES[size]["train_batch"])
+    return generate_runner(library, model)
+
+
+def timed(fn) -> tuple[float, float]:
+    """(tokens per wall-clock second, tokens per CPU second of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    tokens = fn()
+    return tokens / (time.perf_counter() - wall), tokens / (time.process_time() - cpu)
+
+
+def side_by_side(task: str, size: str, runs: int) -> dict[str, dict[str, list[float]]]:
+    ours, theirs = build(size)
+    runners = {"llm-torch": make_runner("llm-torch", task, size, ours),
+               "transformers": make_runner("transformers", task, size, theirs)}
+    for fn in runners.values():  # warm-up: allocator, kernels, first-call overheads
+        fn()
+    rates: dict[str, dict[str, list[float]]] = {lib: {"wall": [], "cpu": []} for lib in runners}
+    for _ in range(runs):
+        for lib, fn in runners.items():
+            wall, cpu = timed(fn)
+            rates[lib]["wall"].append(wall)
+            rates[lib]["cpu"].append(cpu)
+    return rates
+
+
+def peak_memory_mib(library: str, task: str, size: str, threads: int) -> tuple[float, float]:
+    """(peak RSS, peak RSS minus the RSS after imports) of a fresh process that builds only this
+    library's model and runs the task twice. The peak is VmHWM (per process image): getrusage's
+    ru_maxrss would carry over the parent's peak across fork + exec."""
+    code = (f"import sys; sys.argv=['x']; import torch; torch.set_num_threads({threads}); "
+            "sys.path.insert(0, 'tools'); import bench_torch as b, transformers, llm_torch.engine; "
+            "base = b.status_kib('VmRSS'); "
+            f"fn=b.make_runner({library!r}, {task!r}, {size!r}, b.build_one({library!r}, {size!r})); fn(); fn(); "
+            "print(base, b.status_kib('VmHWM'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    base, peak = (int(v) for v in out.stdout.strip().splitlines()[-1].split())
+    return peak / 1024, (peak - base) / 1024
+
+
+def status_kib(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(field + ":"))
+
+
+def build_one(library: str, size: str):
+    """Only one library's model (for a memory measurement that the other does not inflate)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm_torch.model import LlamaModel, ModelConfig
+
+    shape = {k: v for k, v in SIZES[size].items() if k != "train_batch"}
+    torch.manual_seed(0)
+    if library == "llm-torch":
+        return LlamaModel(ModelConfig(max_seq_len=1024, tie_embeddings=True, **shape))
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
+        intermediate_size=shape["intermediate_size"], num_hidden_layers=shape["num_layers"],
+        num_attention_heads=shape["num_heads"], num_key_value_heads=shape["num_kv_heads"],
+        max_position_embeddings=1024, tie_word_embeddings=True, rms_norm_eps=1e-5,
+        attn_implementation="sdpa"))
+
+
+def main() -> None:
+    global NEW_TOKENS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--tasks", nargs="+", default=["train", "generate"], choices=["train", "generate"])
+    parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
+    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per prompt")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    NEW_TOKENS = args.new_tokens
+    results = []
+    for size in args.sizes:
+        for task in args.tasks:
+            if args.memory_only:
+                for lib in ("llm-torch", "transformers"):
+                    peak, over = peak_memory_mib(lib, task, size, args.threads)
+                    print(f"{size:>5} {task:<8} {lib:<12} peak RSS {peak:.0f} MiB, {over:.0f} MiB over imports")
+                continue
+            rates = side_by_side(task, size, args.runs)
+            row = {"size": size, "task": task, "runs": args.runs, "threads": args.threads,
+                   "new_tokens": NEW_TOKENS}
+            for lib, values in rates.items():
+                wall, cpu = values["wall"], values["cpu"]
+                row[lib] = {"median": statistics.median(wall), "min": min(wall), "max": max(wall),
+                            "cpu_median": statistics.median(cpu)}
+                if not args.no_memory:
+                    row[lib]["peak_rss_mib"], row[lib]["peak_over_imports_mib"] = peak_memory_mib(
+                        lib, task, size, args.threads)
+            row["ratio"] = row["llm-torch"]["median"] / row["transformers"]["median"]
+            row["cpu_ratio"] = row["llm-torch"]["cpu_median"] / row["transformers"]["cpu_median"]
+            results.append(row)
+            print(format_row(row), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+def format_row(row: dict) -> str:
+    ours, theirs = row["llm-torch"], row["transformers"]
+    memory = ""
+    if "peak_rss_mib" in ours:
+        memory = (f" | peak RSS {ours['peak_rss_mib']:.0f} vs {theirs['peak_rss_mib']:.0f} MiB "
+                  f"(over imports {ours['peak_over_imports_mib']:.0f} vs {theirs['peak_over_imports_mib']:.0f})")
+    return (f"{row['size']:>5} {row['task']:<8} llm-torch {ours['median']:8.1f} tok/s "
+            f"(min {ours['min']:.0f}, max {ours['max']:.0f}; per CPU-s {ours['cpu_median']:.0f}) | "
+            f"transformers {theirs['median']:8.1f} tok/s (min {theirs['min']:.0f}, max {theirs['max']:.0f}; "
+            f"per CPU-s {theirs['cpu_median']:.0f}) | ratio {row['ratio']:.2f}x (CPU-time {row['cpu_ratio']:.2f}x)"
+            f"{memory}")
+
+
+if __name__ == "__main__":
+    main()
