@@ -1,0 +1,1 @@
+"""RL with verifiable rewards: advantage estimators, policy losses, verifiers, sandbox, stages."""

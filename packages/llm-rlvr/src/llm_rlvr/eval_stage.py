@@ -1,0 +1,205 @@
+"""The ``rlvr_eval`` stage: greedy pass@1 of several checkpoints on held-out problems, one table.
+
+Inputs: ``problems`` (held-out JSONL) and any number of named checkpoints (``sft =
+"sft/checkpoint"``...), evaluated in the order given. Writes ``pass_at_1.md`` / ``results.json``
+(pass@1 with a 95% Wilson interval per checkpoint, and whether each ``compare`` pair differs
+beyond the intervals) and ``curves.png``: reward and pass@1 over the steps of every RL stage
+among the inputs, read from their ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from typing import Any
+
+import fsspec
+from pydantic import Field
+
+from llm_core.artifacts import atomic_open, exists, join, write_json
+from llm_core.stage import StageContext
+from llm_core.types import SamplingParams, StageResult
+from llm_rlvr.grpo_stage import RolloutOptions
+from llm_rlvr.rollout import load_problems, sample_and_verify
+
+log = logging.getLogger("llmt.rlvr")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (well-behaved near 0 and 1)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(per_problem: list[float], z: float = 1.96) -> tuple[float, float]:
+    """95% normal interval of a mean over problems (each problem's score averaged over its samples)."""
+    n = len(per_problem)
+    mean = sum(per_problem) / n
+    if n < 2:
+        return 0.0, 1.0
+    sd = math.sqrt(sum((x - mean) ** 2 for x in per_problem) / (n - 1))
+    return max(0.0, mean - z * sd / math.sqrt(n)), min(1.0, mean + z * sd / math.sqrt(n))
+
+
+class RlvrEvalConfig(RolloutOptions):
+    max_problems: int | None = Field(None, ge=1, description="evaluate the first N problems (default: all)")
+    compare: list[tuple[str, str]] = Field(default_factory=list, description="pairs (baseline, candidate) of "
+                                           "input names; reports whether candidate beats baseline "
+                                           "beyond both 95% intervals")
+    sampled_temperature: float | None = Field(None, gt=0, description="also report DeepSeek-R1's pass@1: "
+                                              "the pass rate of samples at this temperature, averaged "
+                                              "over samples_per_problem per problem")
+    samples_per_problem: int = Field(4, ge=1)
+    verifier_workers: int = 2
+
+
+class RlvrEvalStage:
+    def __init__(self, **options: Any):
+        self.o = RlvrEvalConfig(**options)
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from llm_rlvr.pool import VerifierPool
+
+        o = self.o
+        if o.threads:
+            import torch
+
+            torch.set_num_threads(o.threads)
+        problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"))[: o.max_problems]
+        checkpoints = {name: uri for name, uri in ctx.inputs.items() if name != "problems"}
+        for a, b in o.compare:
+            for name in (a, b):
+                if name not in checkpoints:
+                    raise ValueError(f"compare names {name!r}, which is not an input; inputs: {sorted(checkpoints)}")
+        with VerifierPool(o.verifier, o.verifier_options, workers=o.verifier_workers,
+                          timeout_s=o.verifier_timeout_s) as pool:
+            rows = [self.score(ctx, pool, problems, name, uri) for name, uri in checkpoints.items()]
+        metric_names = ["greedy"] + (["sampled"] if o.sampled_temperature else [])
+        comparisons = [compare(rows, a, b, metric) for metric in metric_names for a, b in o.compare]
+        table = render_table(rows, comparisons, o)
+        print(table)
+        with atomic_open(ctx.path("pass_at_1.md"), "wt", encoding="utf-8") as handle:
+            handle.write(table + "\n")
+        write_json(ctx.path("results.json"), {"rows": rows, "comparisons": comparisons})
+        plotted = plot_curves(checkpoints, ctx.path("curves.png"))
+        metrics = {f"pass_at_1/{r['name']}": round(r["pass_at_1"], 4) for r in rows}
+        metrics.update({f"sampled_pass_at_1/{r['name']}": round(r["sampled_pass_at_1"], 4)
+                        for r in rows if "sampled_pass_at_1" in r})
+        metrics.update({f"beats/{c['metric']}/{c['candidate']}>{c['baseline']}": c["beyond_intervals"]
+                        for c in comparisons})
+        ctx.log_metrics(metrics)
+        artifacts = {"table": ctx.path("pass_at_1.md"), "results": ctx.path("results.json")}
+        if plotted:
+            artifacts["curves"] = ctx.path("curves.png")
+        return StageResult(metrics=metrics, artifacts=artifacts)
+
+    def score(self, ctx: StageContext, pool: Any, problems: list[Any], name: str, uri: str) -> dict[str, Any]:
+        """Greedy pass@1 (Wilson interval) and, if asked, sampled pass@1 (interval over problems)."""
+        o = self.o
+        engine = ctx.registries.rollout_engines.build(o.engine, {"checkpoint": uri, "trainable": False,
+                                                                 "device": o.device})
+        common = {"response_prefix": o.response_prefix, "system_prompt": o.system_prompt,
+                  "prompt_format": o.prompt_format, "chunk_prompts": o.chunk_prompts}
+        greedy = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=0.0)
+        groups, _ = sample_and_verify(engine, pool, problems, 1, greedy, **common)
+        passed = sum(g.verdicts[0].passed for g in groups)
+        low, high = wilson_interval(passed, len(groups))
+        row = {"name": name, "checkpoint": uri, "passed": passed, "n": len(groups),
+               "pass_at_1": passed / len(groups), "ci_low": low, "ci_high": high}
+        log.info("%s: greedy pass@1 %.3f [%.3f, %.3f]", name, row["pass_at_1"], low, high)
+        if o.sampled_temperature:
+            sampling = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=o.sampled_temperature,
+                                      top_p=o.top_p, seed=ctx.seed)
+            groups, _ = sample_and_verify(engine, pool, problems, o.samples_per_problem, sampling, **common)
+            per_problem = [sum(v.passed for v in g.verdicts) / len(g.verdicts) for g in groups]
+            s_low, s_high = mean_interval(per_problem)
+            row.update(sampled_pass_at_1=sum(per_problem) / len(per_problem), sampled_ci_low=s_low,
+                       sampled_ci_high=s_high)
+            log.info("%s: sampled pass@1 %.3f [%.3f, %.3f]", name, row["sampled_pass_at_1"], s_low, s_high)
+        return row
+
+
+def compare(rows: list[dict[str, Any]], baseline: str, candidate: str, metric: str) -> dict[str, Any]:
+    by_name = {r["name"]: r for r in rows}
+    prefix = "" if metric == "greedy" else "sampled_"
+    a, b = by_name[baseline], by_name[candidate]
+    return {"metric": metric, "baseline": baseline, "candidate": candidate,
+            "delta": b[f"{prefix}pass_at_1"] - a[f"{prefix}pass_at_1"],
+            "beyond_intervals": b[f"{prefix}ci_low"] > a[f"{prefix}ci_high"]}
+
+
+def render_table(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], o: RlvrEvalConfig) -> str:
+    sampled = o.sampled_temperature is not None
+    header = f"held-out pass@1 (n={rows[0]['n'] if rows else 0}; greedy with a 95% Wilson interval"
+    header += (f"; sampled: mean over {o.samples_per_problem} samples at temperature {o.sampled_temperature}, "
+               "95% interval over problems)" if sampled else ")")
+    lines = [header, "", "| stage | greedy pass@1 | 95% interval | solved |" + (" sampled pass@1 | 95% interval |"
+                                                                           if sampled else ""),
+             "|---|---|---|---|" + ("---|---|" if sampled else "")]
+    for r in rows:
+        line = (f"| {r['name']} | {r['pass_at_1']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
+                f"{r['passed']}/{r['n']} |")
+        if sampled:
+            line += f" {r['sampled_pass_at_1']:.3f} | [{r['sampled_ci_low']:.3f}, {r['sampled_ci_high']:.3f}] |"
+        lines.append(line)
+    lines.append("")
+    for c in comparisons:
+        verdict = "beyond the intervals" if c["beyond_intervals"] else "NOT beyond the intervals"
+        lines.append(f"{c['candidate']} vs {c['baseline']} ({c['metric']}): {c['delta']:+.3f}, {verdict}")
+    return "\n".join(lines)
+
+
+def read_stage_metrics(checkpoint_uri: str) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` of the stage that wrote a checkpoint (its parent folder), last record per step."""
+    uri = join(checkpoint_uri.rstrip("/").rsplit("/", 1)[0], "metrics.jsonl")
+    if not exists(uri):
+        return []
+    by_step: dict[int, dict[str, Any]] = {}
+    with fsspec.open(uri, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            if "step" in record:
+                by_step[record["step"]] = {**by_step.get(record["step"], {}), **record}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def plot_curves(checkpoints: dict[str, str], out_uri: str) -> bool:
+    """Reward mean and eval pass@1 over the RL steps of every input stage that logged them."""
+    curves = {name: read_stage_metrics(uri) for name, uri in checkpoints.items()}
+    curves = {n: m for n, m in curves.items() if any("reward_mean" in r for r in m)}
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_reward, ax_pass) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    offset = 0
+    for name, records in curves.items():
+        steps = [offset + r["step"] for r in records if "reward_mean" in r]
+        ax_reward.plot(steps, [r["reward_mean"] for r in records if "reward_mean" in r], label=name)
+        evals = [(offset + r["step"], r["eval_pass_at_1"]) for r in records if "eval_pass_at_1" in r]
+        if evals:
+            ax_pass.plot(*zip(*evals, strict=True), marker="o", label=name)
+        offset = max([offset, *steps])
+    ax_reward.set_ylabel("reward (mean)")
+    ax_pass.set_ylabel("held-out pass@1")
+    ax_pass.set_xlabel("RL step (stages back to back)")
+    for ax in (ax_reward, ax_pass):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    with atomic_open(out_uri, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return True

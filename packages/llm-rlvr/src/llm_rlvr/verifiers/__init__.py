@@ -1,0 +1,1 @@
+"""Verifiers: math, code (sandboxed), format, weighted sums, length penalty, process rewards."""

@@ -1,0 +1,52 @@
+"""A tiny pretrained + cold-started model, built once per session through the registries.
+
+The stages under test reach the engine only through registries, exactly as in a recipe; the
+fixture runs the real ``arithmetic_problems``, ``pretrain`` and ``sft`` stages at toy size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1}
+
+
+def run_recipe(data: dict[str, Any], root: str) -> dict[str, Any]:
+    from llm_core.config import validate_recipe
+    from llm_core.plugins import get_host
+    from llm_core.runner import PipelineRunner
+
+    host = get_host()
+    recipe = validate_recipe(data, host.registries, host)
+    return PipelineRunner(recipe, root, host).run()
+
+
+def base_stages() -> list[dict[str, Any]]:
+    return [
+        {"name": "data", "kind": "arithmetic_problems", "train_problems": 300, "heldout_problems": 40,
+         "cold_start_traces": 64, "pretrain_solved": 200, "pretrain_drills": 100},
+        {"name": "pretrain", "kind": "pretrain", "inputs": {"documents": "data/documents"}, "vocab_size": 300,
+         "seq_len": 96, "model": TINY_MODEL, "batch_size": 8, "steps": 15, "lr": 3e-3, "threads": 1,
+         "log_every": 5, "checkpoint_every": 100},
+        {"name": "cold_start", "kind": "sft", "inputs": {"checkpoint": "pretrain/checkpoint",
+                                                          "conversations": "data/traces"},
+         "chat_template": "chatml", "seq_len": 256, "batch_size": 8, "steps": 4, "lr": 1e-3, "threads": 1,
+         "log_every": 2, "checkpoint_every": 100},
+    ]
+
+
+@pytest.fixture(scope="session")
+def recipe_runner():
+    """``run(stages, root)``: the toy base stages (already complete in the copy) plus ``stages``."""
+    return lambda stages, root: run_recipe({"name": "t", "seed": 0, "stages": [*base_stages(), *stages]}, root)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> str:
+    pytest.importorskip("torch")
+    pytest.importorskip("llm_torch")
+    root = str(tmp_path_factory.mktemp("tiny-rlvr"))
+    run_recipe({"name": "tiny-base", "seed": 0, "stages": base_stages()}, root)
+    return root

@@ -1,0 +1,184 @@
+"""Hostile programs: each must be contained, score 0, and leave the calling process running.
+
+Every case runs under both isolation levels: bubblewrap (skipped where it is not installed; CI
+installs it) and the rlimits-only fallback, which must also warn loudly that it is weaker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+
+import pytest
+
+from llm_rlvr.sandbox import Sandbox, SandboxLimits, bwrap_usable
+from llm_rlvr.verifiers.code import CodeVerifier
+
+LIMITS = SandboxLimits(wall_seconds=4, cpu_seconds=2, memory_mb=256, output_bytes=10_000, processes=16)
+IS_ROOT = os.geteuid() == 0
+
+ISOLATIONS = [
+    pytest.param("bwrap", marks=pytest.mark.skipif(not bwrap_usable(), reason="bubblewrap not installed (apt-get "
+                                                   "install bubblewrap) or unable to create namespaces here")),
+    "rlimits",
+]
+
+
+@pytest.fixture(params=ISOLATIONS)
+def isolation(request):
+    return request.param
+
+
+def _verifier(isolation: str) -> CodeVerifier:
+    return CodeVerifier(isolation=isolation, wall_seconds=LIMITS.wall_seconds, cpu_seconds=LIMITS.cpu_seconds,
+                        memory_mb=LIMITS.memory_mb, processes=LIMITS.processes, output_bytes=LIMITS.output_bytes)
+
+
+def _assert_contained(isolation: str, program: str, max_seconds: float = 8.0):
+    start = time.monotonic()
+    verdict = _verifier(isolation).verify("", program, "")
+    assert verdict.score == 0.0 and not verdict.passed, verdict
+    assert time.monotonic() - start < max_seconds
+    # The trainer (this process) is alive and the sandbox still works afterwards.
+    assert _verifier(isolation).verify("", "print('still fine')", "assert True").passed
+    return verdict
+
+
+def _no_processes_left(uid: int, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owned = [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) == uid]
+        if not owned:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _uid_of(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except FileNotFoundError:
+        return None
+
+
+def test_well_behaved_program_passes(isolation):
+    sandbox = Sandbox(LIMITS, isolation=isolation)
+    result = sandbox.run("import sys; print(sum(range(10))); print('err', file=sys.stderr)")
+    assert result.ok and result.stdout == "45\n" and result.stderr == "err\n"
+    assert result.isolation == isolation
+
+
+def test_infinite_loop(isolation):
+    verdict = _assert_contained(isolation, "while True:\n    pass\n")
+    assert "timed out" in verdict.reason or "exit" in verdict.reason  # wall clock or SIGXCPU
+
+
+def test_sleeping_forever_hits_the_wall_clock(isolation):
+    verdict = _assert_contained(isolation, "import time\ntime.sleep(1000)\n")
+    assert verdict.reason == "timed out"
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the unprivileged-user switch is what stops fork bombs under root")
+def test_fork_bomb(isolation):
+    program = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    _assert_contained(isolation, program, max_seconds=10)
+    assert _no_processes_left(65534), "fork bomb processes survived the sandbox"
+
+
+def test_memory_bomb(isolation):
+    verdict = _assert_contained(isolation, "x = []\nwhile True:\n    x.append(bytearray(10**7))\n")
+    assert "MemoryError" in verdict.reason or "exit" in verdict.reason
+
+
+def test_huge_output(isolation):
+    verdict = _assert_contained(isolation, "while True:\n    print('x' * 10000)\n")
+    assert verdict.reason == "output limit exceeded"
+    result = Sandbox(LIMITS, isolation=isolation).run("print('y' * 10**6)")
+    assert len(result.stdout) <= LIMITS.output_bytes and result.output_truncated
+
+
+def test_writing_outside_its_temp_dir(isolation, tmp_path):
+    target = tmp_path / "owned.txt"
+    os.chmod(tmp_path, 0o755)
+    _assert_contained(isolation, f"open({str(target)!r}, 'w').write('pwned')\n")
+    assert not target.exists()
+
+
+def test_reading_a_file_outside_its_temp_dir(isolation, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-VALUE")
+    os.chmod(secret, 0o600)
+    os.chmod(tmp_path, 0o755)
+    verdict = _assert_contained(isolation, f"print(open({str(secret)!r}).read())\n")
+    assert "TOP-SECRET" not in verdict.reason
+    result = Sandbox(LIMITS, isolation=isolation).run(f"print(open({str(secret)!r}).read())")
+    assert "TOP-SECRET" not in result.stdout
+
+
+def test_environment_is_empty(isolation, monkeypatch):
+    monkeypatch.setenv("LLMT_TEST_API_KEY", "sk-should-not-leak")
+    result = Sandbox(LIMITS, isolation=isolation).run("import os; print(dict(os.environ))")
+    assert result.ok and "sk-should-not-leak" not in result.stdout
+
+
+@pytest.mark.skipif(not IS_ROOT and shutil.which("bwrap") is None,
+                    reason="without root or bwrap there is no network namespace to drop into")
+def test_network_connection(isolation):
+    if isolation == "rlimits" and not IS_ROOT:
+        pytest.skip("the fallback gets a network namespace only when started as root")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    program = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.send(b'hi')\n"
+    _assert_contained(isolation, program)
+    server.setblocking(False)  # a connection that got through would be waiting in the backlog
+    with pytest.raises(BlockingIOError):
+        server.accept()
+    server.close()
+
+
+@pytest.mark.skipif(not IS_ROOT and shutil.which("bwrap") is None,
+                    reason="same-user fallback cannot stop a signal to the parent")
+def test_signalling_its_parent(isolation):
+    if isolation == "rlimits" and not IS_ROOT:
+        pytest.skip("the same-user fallback cannot stop a signal to the parent")
+    me = os.getpid()
+    program = (f"import os, signal\nfor pid in (os.getppid(), {me}):\n    try:\n"
+               "        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+               "os.kill(-1, signal.SIGKILL)\nraise SystemExit(1)\n")
+    _assert_contained(isolation, program)
+    assert os.getpid() == me  # we are still here
+
+
+def test_fallback_warns_loudly(caplog, monkeypatch):
+    import llm_rlvr.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "_warned_fallback", False)
+    with caplog.at_level(logging.WARNING, logger="llmt.rlvr.sandbox"):
+        Sandbox(LIMITS, isolation="rlimits")
+    assert "SANDBOX ISOLATION IS WEAKER" in caplog.text
+
+
+def test_bwrap_required_but_missing(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="apt-get install bubblewrap"):
+        Sandbox(LIMITS, isolation="bwrap")
+
+
+def test_unusable_bwrap_falls_back_loudly(monkeypatch, caplog):
+    import llm_rlvr.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "_bwrap_probe", {})
+    monkeypatch.setattr(sandbox_module.Sandbox, "run", lambda self, source, stdin="": sandbox_module.SandboxResult(
+        1, "", "bwrap: No permissions to create new namespace", False, False, 0.0, "bwrap"))
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/bwrap")
+    with caplog.at_level(logging.WARNING, logger="llmt.rlvr.sandbox"):
+        assert Sandbox(LIMITS, isolation="auto").isolation == "rlimits"
+    assert "cannot create its sandbox" in caplog.text
+    monkeypatch.setattr(sandbox_module, "_bwrap_probe", {})
+    with pytest.raises(RuntimeError, match="No permissions"):
+        Sandbox(LIMITS, isolation="bwrap")

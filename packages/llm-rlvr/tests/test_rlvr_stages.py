@@ -1,0 +1,204 @@
+"""The RL stages on a toy model: grpo (metrics, resume), rejection_sampling, rlvr_eval, data."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from llm_rlvr.arithmetic import split_problems
+
+# A reward that varies even for an untrained model (so groups are not uniform): shorter is better.
+SHORT_REWARD = {"verifier": "length_penalty",
+                "verifier_options": {"verifier": "format", "options": {"pattern": ".*"}, "max_chars": 80,
+                                     "buffer_chars": 70}}
+
+
+def grpo_stage(name="grpo", steps=3, **extra):
+    return {"name": name, "kind": "grpo", "inputs": {"checkpoint": "cold_start/checkpoint",
+                                                      "problems": "data/train", "heldout": "data/heldout"},
+            **SHORT_REWARD, "group_size": 4, "prompts_per_step": 3, "steps": steps, "lr": 1e-3,
+            "max_new_tokens": 16, "threads": 1, "verifier_workers": 0, "eval_every": 2, "eval_problems": 8,
+            **extra}
+
+
+def _base(tiny_run: str, root: Path):
+    """The shared toy run's completed stages, copied so each test owns its folder."""
+    import shutil
+
+    shutil.copytree(tiny_run, root, dirs_exist_ok=True)
+
+
+def _metrics(root: Path, stage: str) -> list[dict]:
+    return [json.loads(line) for line in (root / stage / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_arithmetic_problems_are_correct_and_split():
+    train, heldout = split_problems(0, 500, 500)
+    assert len(heldout) == 500
+    assert not {p.prompt for p in train} & {p.prompt for p in heldout}
+    for p in train + heldout:
+        value = None
+        for step in p.steps:
+            a, op, b, _, c = step.split()
+            assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(c)
+            value = int(c)
+        assert value == p.answer and p.answer >= 0
+
+
+def test_cold_start_traces_satisfy_the_rewards(tiny_run):
+    from llm_core.plugins import get_registries
+
+    math_v, fmt = get_registries().verifiers.build("math"), get_registries().verifiers.build("format")
+    problems = {json.loads(x)["prompt"]: json.loads(x)["reference"]
+                for x in (Path(tiny_run) / "data/train/problems.jsonl").read_text().splitlines()}
+    lines = (Path(tiny_run) / "data/traces/conversations.jsonl").read_text().splitlines()
+    assert len(lines) == 64
+    for line in lines:
+        user, assistant = json.loads(line)["messages"]
+        assert math_v.verify("", assistant["content"], problems[user["content"]]).passed
+        assert fmt.verify("", assistant["content"], None).passed
+
+
+def test_grpo_logs_what_users_need(tiny_run, tmp_path, recipe_runner):
+    _base(tiny_run, tmp_path)
+    recipe_runner([grpo_stage(kl_coef=0.05, ppo_epochs=2, mini_batches=2)], str(tmp_path))
+    records = _metrics(tmp_path, "grpo")
+    steps = [m for m in records if "reward_mean" in m]
+    assert [m["step"] for m in steps] == [1, 2, 3]
+    for key in ("reward_mean", "reward_std", "pass_rate", "response_len", "entropy", "kl", "clip_fraction",
+                "logprob_gap", "rollout_tokens_per_s", "loss", "grad_norm"):
+        assert key in steps[-1], key
+    # On-policy, the sampler and the trainer agree on the sampled tokens' logprobs.
+    assert all(m["logprob_gap"] < 1e-3 for m in steps)
+    assert [m["step"] for m in records if "eval_pass_at_1" in m] == [0, 2]
+    assert (tmp_path / "grpo/checkpoint/model.safetensors").exists()
+
+
+def test_grpo_rejects_kl_for_a_loss_without_it(tiny_run, tmp_path, recipe_runner):
+    from llm_core.hookspecs import hookimpl  # noqa: F401
+
+    _base(tiny_run, tmp_path)
+    with pytest.raises(ValueError, match="takes no kl_coef"):
+        recipe_runner([grpo_stage(steps=1, kl_coef=0.1, loss="cross_entropy")], str(tmp_path))
+
+
+def test_grpo_resume_matches_uninterrupted(tiny_run, tmp_path, recipe_runner, monkeypatch):
+    from llm_rlvr.grpo_stage import GrpoStage
+
+    stage = grpo_stage(steps=4, checkpoint_every=2, kl_coef=0.05)
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    _base(tiny_run, whole)
+    _base(tiny_run, broken)
+    recipe_runner([stage], str(whole))
+
+    original = GrpoStage.step
+
+    def dies_at_step_3(self, ctx, c, problems, step):
+        if step == 3:
+            raise KeyboardInterrupt("killed")
+        return original(self, ctx, c, problems, step)
+
+    monkeypatch.setattr(GrpoStage, "step", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        recipe_runner([stage], str(broken))
+    monkeypatch.setattr(GrpoStage, "step", original)
+    recipe_runner([stage], str(broken))
+
+    from safetensors.torch import load_file
+
+    a = load_file(whole / "grpo/checkpoint/model.safetensors")
+    b = load_file(broken / "grpo/checkpoint/model.safetensors")
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]).all() for k in a), "resumed run differs from the uninterrupted one"
+    rewards = {m["step"]: m["reward_mean"] for m in _metrics(whole, "grpo") if "reward_mean" in m}
+    resumed = {m["step"]: m["reward_mean"] for m in _metrics(broken, "grpo") if "reward_mean" in m}
+    assert resumed == rewards
+
+
+def test_rejection_sampling_keeps_verified_distinct(tiny_run, tmp_path, recipe_runner):
+    _base(tiny_run, tmp_path)
+    rs = {"name": "rs", "kind": "rejection_sampling",
+          "inputs": {"checkpoint": "cold_start/checkpoint", "problems": "data/train"},
+          "verifier": "format", "verifier_options": {"pattern": ".*"}, "temperature": 0.0,
+          "samples_per_prompt": 3, "max_prompts": 5, "keep_per_prompt": 2, "max_new_tokens": 12,
+          "verifier_workers": 0}
+    recipe_runner([rs], str(tmp_path))
+    report = json.loads((tmp_path / "rs/report.json").read_text())
+    # Greedy: the 3 samples of a prompt are identical, so 1 is kept and 2 are duplicates.
+    assert report["kept"] == 5 and report["duplicates"] == 10 and report["solved_prompts"] == 5
+    chats = [json.loads(x) for x in (tmp_path / "rs/conversations/conversations.jsonl").read_text().splitlines()]
+    assert [c["messages"][1]["role"] for c in chats] == ["assistant"] * 5
+
+    never = {**rs, "name": "rs_none", "verifier": "math", "verifier_options": {"last_number_fallback": False}}
+    with pytest.raises(ValueError, match="kept nothing"):
+        recipe_runner([never], str(tmp_path))
+
+
+def test_mean_interval():
+    from llm_rlvr.eval_stage import mean_interval
+
+    low, high = mean_interval([0.0, 0.5, 1.0, 0.5] * 25)
+    # mean 0.5, sd 0.3553 (n-1), half-width 1.96 * 0.3553 / 10
+    assert low == pytest.approx(0.5 - 0.06964, abs=1e-4) and high == pytest.approx(0.5 + 0.06964, abs=1e-4)
+
+
+def test_wilson_interval():
+    from llm_rlvr.eval_stage import wilson_interval
+
+    low, high = wilson_interval(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_interval(0, 500)[0] == 0.0 and wilson_interval(0, 500)[1] == pytest.approx(0.00762, abs=1e-4)
+
+
+def test_eval_table_and_plot(tiny_run, tmp_path, recipe_runner, capsys):
+    _base(tiny_run, tmp_path)
+    ev = {"name": "eval", "kind": "rlvr_eval", "inputs": {"problems": "data/heldout", "base": "cold_start/checkpoint",
+                                                         "grpo": "grpo/checkpoint"},
+          "compare": [["base", "grpo"]], "max_new_tokens": 12, "verifier_workers": 0, "max_problems": 20,
+          "sampled_temperature": 1.0, "samples_per_problem": 2}
+    recipe_runner([grpo_stage(steps=2), ev], str(tmp_path))
+    table = (tmp_path / "eval/pass_at_1.md").read_text()
+    assert re.search(r"\| grpo \| \d\.\d{3} \| \[\d\.\d{3}, \d\.\d{3}\] \| \d+/20 \| \d\.\d{3} \|", table)
+    assert "grpo vs base (greedy)" in table and "grpo vs base (sampled)" in table
+    assert "held-out pass@1" in capsys.readouterr().out
+    png = (tmp_path / "eval/curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+
+def test_bad_problem_records_are_rejected_with_location(tmp_path):
+    from llm_rlvr.rollout import load_problems
+
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"prompt": "1+1?", "reference": "2"}\nnot json\n{"prompt": "x"}\n'
+                   '{"prompt": "2+2", "reference": 4}\n')
+    problems = load_problems(str(src), str(tmp_path / "rejects.jsonl"))
+    assert [p.reference for p in problems] == ["2", 4]
+    rejects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [2, 3] and "reference" in rejects[1]["error"]
+
+
+def test_rlvr_never_imports_the_engine():
+    src = Path(__file__).parents[1] / "src"
+    offenders = [p for p in src.rglob("*.py") if re.search(r"^\s*(from|import) llm_torch", p.read_text(), re.MULTILINE)]
+    assert not offenders
+
+
+def test_validate_names_every_bad_component_at_once():
+    from llm_core.config import validate_recipe
+    from llm_core.errors import RecipeError
+    from llm_core.plugins import get_host
+
+    host = get_host()
+    recipe = {"name": "bad", "stages": [
+        {"name": "data", "kind": "arithmetic_problems"},
+        {"name": "g", "kind": "grpo", "inputs": {"checkpoint": "data", "problems": "data/train"},
+         "verifier": "mathh", "estimator": "rlooo", "loss_options": {"clip_low": 2.0}}]}
+    with pytest.raises(RecipeError) as error:
+        validate_recipe(recipe, host.registries, host)
+    text = str(error.value)
+    assert "stages.g.verifier: unknown verifier 'mathh'; did you mean 'math'?" in text
+    assert "stages.g.estimator: unknown advantage estimator 'rlooo'" in text
+    assert "stages.g.loss.clip_low" in text

@@ -1,0 +1,45 @@
+"""The main job end to end (slow: about 10 minutes): ``tiny-r1`` from nothing, judged on its criteria."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+RECIPE = Path(__file__).parents[3] / "integration" / "recipes" / "tiny-r1.toml"
+
+
+@pytest.fixture(scope="module")
+def tiny_r1(tmp_path_factory):
+    from llm_core.config import load_recipe_file, validate_recipe
+    from llm_core.plugins import get_host
+    from llm_core.runner import PipelineRunner
+
+    root = tmp_path_factory.mktemp("tiny-r1")
+    host = get_host()
+    recipe = validate_recipe(load_recipe_file(RECIPE), host.registries, host)
+    start = time.monotonic()
+    PipelineRunner(recipe, str(root), host).run()
+    return root, (time.monotonic() - start) / 60
+
+
+@pytest.mark.slow
+def test_tiny_r1_runs_within_budget_and_reports(tiny_r1):
+    root, minutes = tiny_r1
+    results = json.loads((root / "eval/results.json").read_text())
+    assert [r["name"] for r in results["rows"]] == ["cold_start", "grpo", "rs_sft", "final_rl"]
+    assert all(r["n"] >= 500 for r in results["rows"])
+    assert (root / "eval/curves.png").read_bytes().startswith(b"\x89PNG")
+    assert minutes < 10, f"took {minutes:.1f} minutes"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="not reached yet: GRPO stays within the cold-start intervals (README, 'What it "
+                          "achieves today')", strict=False)
+def test_tiny_r1_grpo_beats_cold_start(tiny_r1):
+    root, _ = tiny_r1
+    results = json.loads((root / "eval/results.json").read_text())
+    greedy = next(c for c in results["comparisons"] if c["candidate"] == "grpo" and c["metric"] == "greedy")
+    assert greedy["beyond_intervals"], results
