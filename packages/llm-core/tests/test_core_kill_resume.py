@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import signal
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
+
+from llm_core.testing import kill_run_after_shards, run_command
 
 SHARDS = 24
 
@@ -35,10 +33,6 @@ RECIPE = textwrap.dedent("""
     """).replace("DOCS", str(SHARDS * 3000)).replace("SHARDS", str(SHARDS))
 
 
-def _cmd(recipe: Path, root: Path) -> list[str]:
-    return [sys.executable, "-m", "llm_core.cli", "run", str(recipe), "--root", str(root)]
-
-
 def _ids(folder: Path) -> list[str]:
     ids = []
     for f in sorted(folder.glob("*.jsonl.gz")):
@@ -46,36 +40,20 @@ def _ids(folder: Path) -> list[str]:
     return ids
 
 
-def _kill_during_clean(recipe: Path, root: Path) -> int:
-    proc = subprocess.Popen(_cmd(recipe, root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    markers = root / "clean" / "_shards"
-    deadline = time.monotonic() + 240
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = len(list(markers.glob("*.json"))) if markers.exists() else 0
-        if done >= 2:
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole group: workers die too
-            break
-        time.sleep(0.01)
-    proc.wait()
-    return done
-
-
 def test_sigkill_mid_stage_then_resume(tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(RECIPE.replace("WORKERS", "2"))
     killed, clean = tmp_path / "killed", tmp_path / "clean"
 
-    done_at_kill = _kill_during_clean(recipe, killed)
+    done_at_kill = kill_run_after_shards(recipe, killed, "clean", 2)
     assert 2 <= done_at_kill < SHARDS, "the kill must land in the middle of the sharded stage"
     assert (killed / "clean" / "manifest.json").exists()
     assert json.loads((killed / "clean" / "manifest.json").read_text())["status"] == "running"
 
-    resumed = subprocess.run(_cmd(recipe, killed), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(run_command(recipe, killed), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "already complete, skipped" in resumed.stderr
-    subprocess.run(_cmd(recipe, clean), check=True, capture_output=True, timeout=300)
+    subprocess.run(run_command(recipe, clean), check=True, capture_output=True, timeout=300)
 
     for part in ("kept", "dropped"):
         files = sorted(p.name for p in (killed / "clean" / part).iterdir())

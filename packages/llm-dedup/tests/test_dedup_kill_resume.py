@@ -4,15 +4,12 @@ uninterrupted run keeps."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import textwrap
-import time
-from pathlib import Path
 
 from dedup_helpers import read_ids, write_shards
+
+from llm_core.testing import kill_run_after_shards, run_command
 from llm_dedup.evaluation import near_duplicate_corpus
 
 BANDS = 64  # one shard per band: many small resumable tasks
@@ -45,26 +42,6 @@ RECIPE = textwrap.dedent("""
     """).replace("BANDS", str(BANDS))
 
 
-def _cmd(recipe: Path, root: Path) -> list[str]:
-    return [sys.executable, "-m", "llm_core.cli", "run", str(recipe), "--root", str(root)]
-
-
-def _kill_during_buckets(recipe: Path, root: Path) -> int:
-    proc = subprocess.Popen(_cmd(recipe, root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    markers = root / "buckets" / "_shards"
-    deadline = time.monotonic() + 240
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = len(list(markers.glob("*.json"))) if markers.exists() else 0
-        if done >= 3:
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    return done
-
-
 def test_sigkill_during_bucket_step_then_resume(sentences, tmp_path):
     corpus = near_duplicate_corpus(sentences, 12_000, duplicate_fraction=0.2, seed=11)
     folder = write_shards(tmp_path / "docs", corpus.texts, 4)
@@ -72,17 +49,17 @@ def test_sigkill_during_bucket_step_then_resume(sentences, tmp_path):
     recipe.write_text(RECIPE.replace("DOCS", str(folder)))
     killed, clean = tmp_path / "killed", tmp_path / "clean"
 
-    done_at_kill = _kill_during_buckets(recipe, killed)
+    done_at_kill = kill_run_after_shards(recipe, killed, "buckets", 3)
     assert 3 <= done_at_kill < BANDS, "the kill must land in the middle of the bucket step"
     manifest = json.loads((killed / "buckets" / "manifest.json").read_text())
     assert manifest["status"] == "running"
     assert not (killed / "clusters").exists()
 
-    resumed = subprocess.run(_cmd(recipe, killed), check=False, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(run_command(recipe, killed), check=False, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "signatures: complete and unchanged, skipped" in resumed.stderr
     assert "already complete, skipped" in resumed.stderr  # the finished band shards
-    subprocess.run(_cmd(recipe, clean), check=True, capture_output=True, timeout=300)
+    subprocess.run(run_command(recipe, clean), check=True, capture_output=True, timeout=300)
 
     kept = read_ids(killed / "dedup" / "kept")
     assert kept == read_ids(clean / "dedup" / "kept")
