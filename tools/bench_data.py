@@ -87,8 +87,9 @@ def datatrove_steps():
         URLFilter,
     )
     from datatrove.pipeline.formatters import PIIFormatter
-    from llm_data.filters.language_id import default_model_path
     from tldextract import TLDExtract
+
+    from llm_data.filters.language_id import default_model_path
 
     url = URLFilter(extra_domains=load_list("url_blocklist.txt"), banned_subwords=load_list("url_banned_subwords.txt"),
                     use_integrated_lists=False)
@@ -119,6 +120,7 @@ def run_datatrove(source: Path, out_dir: Path) -> tuple[float, float, set[str]]:
 def per_filter_agreement(source: Path) -> dict[str, dict]:
     """Each filter alone on every document, ours against datatrove's: agreement and disagreements."""
     from datatrove.data import Document as DtDocument
+
     from llm_core.builtins.jsonl import JsonlReader
     from llm_core.plugins import get_registries
 

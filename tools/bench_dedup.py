@@ -75,11 +75,13 @@ def read_texts(docs_dir: Path) -> list[str]:
 
 def run_ours(docs_dir: Path, scratch: Path, verify: bool, bands: int = BANDS, rows: int = ROWS) -> list[list[int]]:
     import numpy as np
+
     from llm_core.config import validate_recipe
     from llm_core.plugins import get_host
     from llm_core.runner import PipelineRunner
 
-    recipe = {"name": "bench", "seed": 1, "executor": {"kind": "local", "workers": WORKERS, "start_method": START_METHOD},
+    executor = {"kind": "local", "workers": WORKERS, "start_method": START_METHOD}
+    recipe = {"name": "bench", "seed": 1, "executor": executor,
               "stages": [
                   {"name": "signatures", "kind": "minhash_signatures", "inputs": {"documents": str(docs_dir)},
                    "num_perm": NUM_PERM, "bands": bands, "rows": rows, "ngram": NGRAM, "threshold": THRESHOLD},
@@ -262,7 +264,7 @@ def bench(docs: int, systems: list[str], repeats: int, work: Path) -> dict:
                         "median_seconds": round(seconds, 2), "docs_per_second": round(docs / seconds, 1),
                         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs)), **score(runs[0]["clusters"], folder)}
     if "ours" in rows:
-        for system, row in rows.items():
+        for row in rows.values():
             row["ours_speedup"] = round(rows["ours"]["docs_per_second"] / row["docs_per_second"], 2)
     return rows
 

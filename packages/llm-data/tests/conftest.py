@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llm_core.types import Document
 
 PROSE = (

@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+
 from llm_core.types import Document, Verdict
 from llm_data.classifier import EDU_RUBRIC, QualityHead, f1_at, fit_ridge, judge_labels, train_head
 

@@ -9,6 +9,7 @@ import string
 
 import numpy as np
 import pytest
+
 from llm_core.config import validate_recipe
 from llm_core.plugins import get_host
 from llm_core.runner import PipelineRunner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llm_data.filters.c4 import C4QualityFilter
 from llm_data.filters.fineweb import FineWebQualityFilter
 from llm_data.filters.language_id import LanguageIdFilter

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llm_data.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
 
 
@@ -104,6 +105,7 @@ def test_matches_naive_reference_on_ngrams(make_doc, prose):
     from collections import Counter
 
     import numpy as np
+
     from llm_data.filters.text import (
         duplicate_ngram_chars,
         ngram_hashes,

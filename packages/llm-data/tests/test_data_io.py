@@ -7,6 +7,7 @@ from importlib.util import find_spec
 
 import numpy as np
 import pytest
+
 from llm_core.plugins import get_registries
 from llm_core.types import Document
 
@@ -66,7 +67,8 @@ def test_hf_dataset_folder_and_arrow_file(tmp_path):
 def test_mediawiki_reader(tmp_path):
     xml = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">
       <page><title>Town</title><ns>0</ns><id>7</id><revision><id>99</id><text>A town.</text></revision></page>
-      <page><title>Old</title><ns>0</ns><id>8</id><redirect title="Town"/><revision><text>#REDIRECT</text></revision></page>
+      <page><title>Old</title><ns>0</ns><id>8</id><redirect title="Town"/>
+        <revision><text>#REDIRECT</text></revision></page>
       <page><title>Talk:Town</title><ns>1</ns><id>9</id><revision><text>talk</text></revision></page>
     </mediawiki>"""
     (tmp_path / "dump.xml").write_text(xml)

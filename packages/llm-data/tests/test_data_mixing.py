@@ -6,6 +6,7 @@ import gzip
 import json
 
 import pytest
+
 from llm_core.config import validate_recipe
 from llm_core.plugins import get_host
 from llm_core.runner import PipelineRunner

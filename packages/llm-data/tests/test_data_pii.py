@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llm_data.filters.pii import PiiRedactor, iban_valid, luhn_valid
 
 

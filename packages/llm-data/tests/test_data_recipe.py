@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from llm_core.config import apply_overrides, load_recipe_file, validate_recipe
 from llm_core.plugins import get_host
 from llm_core.runner import PipelineRunner

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # the helper modules next to this file (importlib mode)
 
 from dedup_helpers import write_shards
+
 from llm_core.plugins import get_host, reset_host
 from llm_dedup.evaluation import NearDuplicateCorpus, gensim_sentences, near_duplicate_corpus
 

@@ -16,7 +16,8 @@ def write_shards(folder: Path, texts: list[str], shards: int, extra_lines: dict[
     folder.mkdir(parents=True, exist_ok=True)
     per = -(-len(texts) // shards)
     for k in range(shards):
-        lines = [json.dumps({"id": f"doc-{i}", "text": texts[i]}) for i in range(k * per, min(len(texts), (k + 1) * per))]
+        rows = range(k * per, min(len(texts), (k + 1) * per))
+        lines = [json.dumps({"id": f"doc-{i}", "text": texts[i]}) for i in rows]
         if extra_lines and k in extra_lines:
             lines.insert(len(lines) // 2, extra_lines[k])
         (folder / f"part-{k}.jsonl").write_text("\n".join(lines) + "\n")

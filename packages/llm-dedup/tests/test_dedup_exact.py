@@ -7,6 +7,7 @@ import json
 
 import pytest
 from dedup_helpers import read_ids, read_records, run_recipe, write_shards
+
 from llm_dedup.exact import Normalization, first_occurrences, text_hash
 
 TEXTS = ["Hello,  World! 2024", "hello world 2024", "HELLO, WORLD! 1999", "Ｈｅｌｌｏ, World! 2024",

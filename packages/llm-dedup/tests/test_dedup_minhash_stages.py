@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from dedup_helpers import minhash_recipe, read_ids, read_records, run_recipe, write_shards
+
 from llm_dedup.evaluation import cluster_pairs, score_pairs
 
 BANDS = {"bands": 20, "rows": 6}  # an S-curve that catches nearly every pair at 0.8: recall first

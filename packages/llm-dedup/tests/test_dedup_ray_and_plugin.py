@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from dedup_helpers import minhash_recipe, read_ids, run_recipe, write_shards
 
-STAGES = {"near_duplicate_text", "exact_dedup", "minhash_signatures", "minhash_buckets", "minhash_clusters", "minhash_filter",
+STAGES = {"near_duplicate_text", "exact_dedup", "minhash_signatures", "minhash_buckets", "minhash_clusters",
+          "minhash_filter",
           "semdedup"}
 
 
@@ -24,7 +25,8 @@ def test_import_stays_light():
 
     heavy = "('numpy', 'torch', 'sentence_transformers', 'sklearn')"
     code = f"import sys, llm_dedup.hooks; print(any(m in sys.modules for m in {heavy}))"
-    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "False"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.slow  # starting Ray takes one to two minutes on a busy two-core machine

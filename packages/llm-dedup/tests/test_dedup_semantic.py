@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from dedup_helpers import minhash_recipe, read_records, run_recipe, write_shards
 from dedup_paraphrases import PARAPHRASE_PAIRS, UNRELATED
+
 from llm_dedup.semantic import semdedup_cluster
 
 pytest.importorskip("sentence_transformers")

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 from datasketch.lsh import _optimal_param
+
 from llm_dedup.evaluation import jaccard, shingle_set
 from llm_dedup.minhash import EMPTY, MinHasher, band_keys, candidate_probability, optimal_bands
 from llm_dedup.shingles import pairwise_jaccard, shingle_sets

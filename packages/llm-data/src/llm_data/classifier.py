@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
 from llm_core.artifacts import atomic_open
 from llm_core.types import Document
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pydantic import Field, model_validator
+
 from llm_core.artifacts import atomic_open
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from pydantic import Field, model_validator
-
 from llm_dedup.evaluation import gensim_sentences, near_duplicate_corpus
 
 
@@ -40,7 +40,8 @@ class NearDuplicateTextStage:
     def __init__(self, num_docs: int, num_shards: int, duplicate_fraction: float, min_similarity: float,
                  max_similarity: float, min_words: int, max_words: int, sentences: str):
         self.num_docs, self.num_shards, self.fraction = num_docs, min(num_shards, num_docs), duplicate_fraction
-        self.similarity, self.words, self.sentences = (min_similarity, max_similarity), (min_words, max_words), sentences
+        self.similarity, self.words = (min_similarity, max_similarity), (min_words, max_words)
+        self.sentences = sentences
 
     def run(self, ctx: StageContext) -> StageResult:
         corpus = near_duplicate_corpus(self._sentences(), self.num_docs, self.fraction, self.similarity,

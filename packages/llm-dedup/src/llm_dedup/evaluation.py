@@ -21,7 +21,8 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 def gensim_sentences(min_words: int = 6, max_words: int = 60) -> list[str]:
     """Real English sentences from gensim's test data: 300 Lee news articles and 206 Wikipedia pages
     (markup stripped). Long "sentences" (tables, lists) are left out: one of them would make every
-    document that draws it a near-duplicate of the others. Needs ``gensim`` (a dev dependency, not one of this package)."""
+    document that draws it a near-duplicate of the others. Needs ``gensim`` (a dev dependency, not
+    one of this package)."""
     import bz2
 
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki

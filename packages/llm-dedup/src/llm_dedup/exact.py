@@ -22,12 +22,12 @@ from typing import Any, Literal
 import fsspec
 import numpy as np
 import xxhash
+from pydantic import Field
+
 from llm_core.artifacts import atomic_open, exists, join, read_json, remove_tree, write_json
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import Document, StageResult
-from pydantic import Field
-
 from llm_dedup.report import Chart, size_histogram, write_report
 from llm_dedup.storage import (
     Source,

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
+
 from llm_core.artifacts import join, read_json, write_json
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from pydantic import Field
-
 from llm_dedup.lsh_stages import read_index
 from llm_dedup.report import Chart, size_histogram, snippet, value_histogram, write_report
 from llm_dedup.shingles import gather_ranges, pairwise_jaccard

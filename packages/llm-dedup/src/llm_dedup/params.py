@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from llm_core.config import Config
 from pydantic import Field, model_validator
 
+from llm_core.config import Config
 from llm_dedup.minhash import optimal_bands
 
 

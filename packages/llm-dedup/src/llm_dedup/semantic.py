@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
+
 from llm_core.artifacts import join, read_json, write_json
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from pydantic import Field
-
 from llm_dedup.report import Chart, size_histogram, snippet, value_histogram, write_report
 from llm_dedup.storage import (
     Source,
@@ -212,7 +212,10 @@ class SemDedupStage:
             duplicate_of.append(members[twin])
             cosine.append(sim)
         order = np.argsort(np.concatenate(removed)) if removed else np.zeros(0, dtype=np.int64)
-        pick = (lambda parts, dtype: np.concatenate(parts)[order] if parts else np.zeros(0, dtype=dtype))
+
+        def pick(parts, dtype):
+            return np.concatenate(parts)[order] if parts else np.zeros(0, dtype=dtype)
+
         return (pick(removed, np.int64), pick(duplicate_of, np.int64), pick(cosine, np.float32),
                 np.bincount(labels, minlength=len(centroids)))
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+
 from llm_core.artifacts import atomic_open, join
 from llm_core.builtins.filter_stage import list_input_files, reader_for
 from llm_core.builtins.jsonl import write_records

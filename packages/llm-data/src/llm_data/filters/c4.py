@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 
+from pydantic import Field
+
 from llm_core.config import Config
 from llm_core.types import Document
-from pydantic import Field
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")

@@ -6,10 +6,10 @@ characters sit in duplicated lines, or there are too many newlines per word (lis
 
 from __future__ import annotations
 
-from llm_core.config import Config
-from llm_core.types import Document
 from pydantic import Field
 
+from llm_core.config import Config
+from llm_core.types import Document
 from llm_data.filters.text import split_words
 
 TERMINAL_PUNCTUATION = (".", "!", "?", "。", "！", "？", "…", '"', "'", "”", "’", ")", ":", ";")

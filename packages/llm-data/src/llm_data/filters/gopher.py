@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from llm_core.config import Config
-from llm_core.types import Document
 from pydantic import Field
 
+from llm_core.config import Config
+from llm_core.types import Document
 from llm_data.filters.text import (
     duplicate_ngram_chars,
     ngram_hashes,

@@ -9,9 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
+
 from llm_core.config import Config
 from llm_core.types import Document
-from pydantic import Field
 
 
 def default_model_path() -> str:

@@ -11,9 +11,10 @@ import ipaddress
 import re
 from typing import Literal
 
+from pydantic import Field
+
 from llm_core.config import Config
 from llm_core.types import Document
-from pydantic import Field
 
 PiiKind = Literal["email", "phone", "ip", "credit_card", "iban"]
 ALL_KINDS: tuple[str, ...] = ("email", "credit_card", "iban", "ip", "phone")  # order of application

@@ -6,10 +6,10 @@ embedded in batches (``filter_batch``), and the score lands in ``metadata.qualit
 
 from __future__ import annotations
 
-from llm_core.config import Config
-from llm_core.types import Document
 from pydantic import Field
 
+from llm_core.config import Config
+from llm_core.types import Document
 from llm_data.classifier import QualityHead
 
 

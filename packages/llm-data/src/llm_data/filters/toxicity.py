@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 
-from llm_core.config import Config
-from llm_core.types import Document
 from pydantic import Field
 
+from llm_core.config import Config
+from llm_core.types import Document
 from llm_data.filters.url_filter import load_list
 
 _WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")

@@ -10,9 +10,10 @@ import re
 from importlib import resources
 from urllib.parse import urlsplit
 
+from pydantic import Field
+
 from llm_core.config import Config
 from llm_core.types import Document
-from pydantic import Field
 
 
 def load_list(name: str) -> list[str]:

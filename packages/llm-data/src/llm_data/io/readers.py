@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import fsspec
+from pydantic import Field
+
 from llm_core.config import Config
 from llm_core.types import Document
-from pydantic import Field
 
 Reject = Callable[[dict[str, Any]], None]
 

@@ -12,10 +12,11 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
+
 from llm_core.artifacts import atomic_open, join, write_json
 from llm_core.config import Config
 from llm_core.types import Document
-from pydantic import Field
 
 TOKENS_FORMAT = "llmt-tokens-v1"
 

@@ -7,12 +7,12 @@ and 300 news articles); any other MediaWiki dump can be named instead. Output: J
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from llm_core.builtins.jsonl import JsonlWriter
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import Document, StageResult
-from pydantic import Field
-
 from llm_data.io.readers import MediaWikiReader
 from llm_data.noise import add_noise
 

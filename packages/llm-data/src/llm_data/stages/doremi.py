@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import Field
+
 from llm_core.artifacts import write_json
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from pydantic import Field
-
 from llm_data.stages.documents import iter_documents
 
 
@@ -107,10 +107,11 @@ class DoReMiStage:
         weights = {d: round(float(w), 6) for d, w in zip(names, result["weights"], strict=True)}
         weights.update(dict.fromkeys(skipped, 0.0))
         write_json(ctx.path("weights.json"), {
-            "weights": weights, "domains": names, "skipped": skipped, "reference_weights": dict(zip(names, reference_weights.tolist())),
+            "weights": weights, "domains": names, "skipped": skipped,
+            "reference_weights": dict(zip(names, reference_weights.tolist(), strict=True)),
             "reference_final_loss": round(float(np.mean(ref_losses[-10:])), 4),
             "trajectory": result["history"][:: max(1, len(result["history"]) // 50)],
-            "mean_excess": dict(zip(names, np.mean(result["excess"], axis=0).round(4).tolist()))})
+            "mean_excess": dict(zip(names, np.mean(result["excess"], axis=0).round(4).tolist(), strict=True))})
         metrics = {"doremi_weights": weights}
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts={"weights": ctx.path("weights.json")})

@@ -17,13 +17,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
 from llm_core.artifacts import atomic_open, join, read_json, write_json
 from llm_core.builtins.filter_stage import list_input_files, reader_for
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from pydantic import Field, model_validator
-
 from llm_data.mixing import (
     Phase,
     cap_epochs,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from llm_core.builtins.filter_stage import FilterStage, StepSpec
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from pydantic import Field
-
 from llm_data.classifier import EDU_RUBRIC, judge_labels, train_head
 from llm_data.stages.documents import iter_documents, reservoir_sample
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import Field
+
 from llm_core.artifacts import join, write_json
 from llm_core.builtins.filter_stage import list_input_files, reader_for
 from llm_core.builtins.jsonl import write_records
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from pydantic import Field
-
 from llm_data.io.writers import encode_to_file, tokens_meta
 
 
