@@ -26,7 +26,8 @@ def run_recipe(data: dict[str, Any], root: str) -> dict[str, Any]:
 def base_stages() -> list[dict[str, Any]]:
     return [
         {"name": "data", "kind": "arithmetic_problems", "train_problems": 300, "heldout_problems": 40,
-         "cold_start_traces": 64, "pretrain_solved": 200, "pretrain_drills": 100},
+         "cold_start_traces": 64, "terse_fraction": 0.5, "pretrain_solved": 200,
+         "pretrain_drills": 100},
         {"name": "pretrain", "kind": "pretrain", "inputs": {"documents": "data/documents"}, "vocab_size": 300,
          "seq_len": 96, "model": TINY_MODEL, "batch_size": 8, "steps": 15, "lr": 3e-3, "threads": 1,
          "log_every": 5, "checkpoint_every": 100},

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_rlvr.arithmetic import split_problems
+from llm_rlvr.arithmetic import cold_start_chats, one_line_expression, split_problems
 
 # A reward that varies even for an untrained model (so groups are not uniform): shorter is better.
 SHORT_REWARD = {"verifier": "length_penalty",
@@ -48,6 +48,19 @@ def test_arithmetic_problems_are_correct_and_split():
         assert value == p.answer and p.answer >= 0
 
 
+def test_one_line_expression_keeps_the_value():
+    import random
+
+    assert one_line_expression(("30 + 8 = 38", "38 * 4 = 152")) == "(30 + 8) * 4"
+    assert one_line_expression(("3 * 6 = 18", "18 - 4 = 14")) == "3 * 6 - 4"
+    train, _ = split_problems(1, 400, 1)
+    for p in train:  # the expression is plain arithmetic, so Python's own evaluation checks it
+        assert eval(one_line_expression(p.steps)) == p.answer
+    chats = cold_start_chats(train, 0.25, random.Random(0))
+    one_line = [c for c in chats if c["messages"][1]["content"].count("=") == 1]
+    assert len(one_line) == 100 and len(chats) == 400
+
+
 def test_cold_start_traces_satisfy_the_rewards(tiny_run):
     from llm_core.plugins import get_registries
 
@@ -56,6 +69,7 @@ def test_cold_start_traces_satisfy_the_rewards(tiny_run):
                 for x in (Path(tiny_run) / "data/train/problems.jsonl").read_text().splitlines()}
     lines = (Path(tiny_run) / "data/traces/conversations.jsonl").read_text().splitlines()
     assert len(lines) == 64
+    assert sum(json.loads(line)["messages"][1]["content"].count("=") == 1 for line in lines) == 32  # terse
     for line in lines:
         user, assistant = json.loads(line)["messages"]
         assert math_v.verify("", assistant["content"], problems[user["content"]]).passed
@@ -161,7 +175,7 @@ def test_eval_table_and_plot(tiny_run, tmp_path, recipe_runner, capsys):
           "sampled_temperature": 1.0, "samples_per_problem": 2}
     recipe_runner([grpo_stage(steps=2), ev], str(tmp_path))
     table = (tmp_path / "eval/pass_at_1.md").read_text()
-    assert re.search(r"\| grpo \| \d\.\d{3} \| \[\d\.\d{3}, \d\.\d{3}\] \| \d+/20 \| \d\.\d{3} \|", table)
+    assert re.search(r"\| grpo \| \d\.\d{3} \| \[\d\.\d{3}, \d\.\d{3}\] \| \d+/20 \| \d+\.\d \| \d\.\d{3} \|", table)
     assert "grpo vs base (greedy)" in table and "grpo vs base (sampled)" in table
     assert "held-out pass@1" in capsys.readouterr().out
     png = (tmp_path / "eval/curves.png").read_bytes()

@@ -106,6 +106,30 @@ def r1_trace(problem: Problem) -> str:
     return "<think>\n" + "\n".join(problem.steps) + f"\n</think>\n<answer>{problem.answer}</answer>"
 
 
+def one_line_expression(steps: tuple[str, ...]) -> str:
+    """The whole computation as one expression: ("3 * 6 = 18", "18 + 4 = 22") -> "3 * 6 + 4".
+
+    A sum or difference is bracketed before it is multiplied, so the expression keeps its value.
+    """
+    expression = steps[0].split(" = ")[0]
+    for step in steps[1:]:
+        _, op, operand = step.split(" = ")[0].split(" ")
+        if op == "*" and ("+" in expression or "-" in expression):
+            expression = f"({expression})"
+        expression = f"{expression} {op} {operand}"
+    return expression
+
+
+def terse_trace(problem: Problem) -> str:
+    """A correct but terse trace: the whole computation on one line, no intermediate results.
+
+    Cold-start data written by people often skips steps like this; a small model imitating it
+    must do several operations at once and fails more often than when it writes each step.
+    """
+    return (f"<think>\n{one_line_expression(problem.steps)} = {problem.answer}\n</think>\n"
+            f"<answer>{problem.answer}</answer>")
+
+
 def plain_solution(problem: Problem) -> str:
     return f"Question: {problem.prompt}\nSolution:\n" + "\n".join(problem.steps) + f"\nThe answer is {problem.answer}."
 
@@ -143,6 +167,8 @@ class ArithmeticProblemsConfig(Config):
     train_problems: int = Field(4000, ge=1)
     heldout_problems: int = Field(500, ge=1)
     cold_start_traces: int = Field(300, ge=0, description="formatted SFT chats from train problems")
+    terse_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of cold-start traces that put the "
+                                  "whole computation on one line instead of one step per line")
     pretrain_solved: int = Field(3000, ge=0, description="worked train problems in the pretraining text")
     pretrain_drills: int = Field(2000, ge=0, description="documents of plain arithmetic drills")
     max_number: int = Field(30, ge=2, description="largest number a problem states (difficulty)")
@@ -152,8 +178,10 @@ class ArithmeticProblemsStage:
     """Generates the problems, the cold-start traces and the pretraining text (see module doc)."""
 
     def __init__(self, train_problems: int = 4000, heldout_problems: int = 500, cold_start_traces: int = 300,
-                 pretrain_solved: int = 3000, pretrain_drills: int = 2000, max_number: int = 30):
+                 pretrain_solved: int = 3000, pretrain_drills: int = 2000, max_number: int = 30,
+                 terse_fraction: float = 0.0):
         self.train, self.heldout, self.max_number = train_problems, heldout_problems, max_number
+        self.terse_fraction = terse_fraction
         self.traces, self.solved, self.drills = cold_start_traces, pretrain_solved, pretrain_drills
 
     def run(self, ctx: StageContext) -> StageResult:
@@ -162,9 +190,8 @@ class ArithmeticProblemsStage:
             _write(ctx.path(split, "problems.jsonl"), [
                 {"id": f"{split}-{i}", "prompt": p.prompt, "reference": str(p.answer), "steps": list(p.steps)}
                 for i, p in enumerate(problems)])
-        _write(ctx.path("traces", "conversations.jsonl"), [
-            {"messages": [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": r1_trace(p)}]}
-            for p in train[: self.traces]])
+        _write(ctx.path("traces", "conversations.jsonl"), cold_start_chats(train[: self.traces], self.terse_fraction,
+                                                                          random.Random(ctx.seed + 2)))
         rng = random.Random(ctx.seed + 1)
         docs = [plain_solution(p) for p in train[-self.solved:]] if self.solved else []
         docs += [drill(rng, self.max_number) for _ in range(self.drills)]
@@ -176,6 +203,14 @@ class ArithmeticProblemsStage:
         return StageResult(metrics=metrics, artifacts={"train": ctx.path("train"), "heldout": ctx.path("heldout"),
                                                        "traces": ctx.path("traces"),
                                                        "documents": ctx.path("documents")})
+
+
+def cold_start_chats(problems: list[Problem], terse_fraction: float, rng: random.Random) -> list[dict]:
+    """SFT chats; a seeded ``terse_fraction`` of them use the one-line trace."""
+    terse = set(rng.sample(range(len(problems)), round(terse_fraction * len(problems))))
+    return [{"messages": [{"role": "user", "content": p.prompt},
+                          {"role": "assistant", "content": terse_trace(p) if i in terse else r1_trace(p)}]}
+            for i, p in enumerate(problems)]
 
 
 def _write(uri: str, records: list[dict]) -> None:

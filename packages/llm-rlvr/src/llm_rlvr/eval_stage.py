@@ -112,7 +112,8 @@ class RlvrEvalStage:
         passed = sum(g.verdicts[0].passed for g in groups)
         low, high = wilson_interval(passed, len(groups))
         row = {"name": name, "checkpoint": uri, "passed": passed, "n": len(groups),
-               "pass_at_1": passed / len(groups), "ci_low": low, "ci_high": high}
+               "pass_at_1": passed / len(groups), "ci_low": low, "ci_high": high,
+               "response_tokens": sum(len(g.samples[0].token_ids) for g in groups) / len(groups)}
         log.info("%s: greedy pass@1 %.3f [%.3f, %.3f]", name, row["pass_at_1"], low, high)
         if o.sampled_temperature:
             sampling = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=o.sampled_temperature,
@@ -140,12 +141,12 @@ def render_table(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], 
     header = f"held-out pass@1 (n={rows[0]['n'] if rows else 0}; greedy with a 95% Wilson interval"
     header += (f"; sampled: mean over {o.samples_per_problem} samples at temperature {o.sampled_temperature}, "
                "95% interval over problems)" if sampled else ")")
-    lines = [header, "", "| stage | greedy pass@1 | 95% interval | solved |" + (" sampled pass@1 | 95% interval |"
-                                                                           if sampled else ""),
-             "|---|---|---|---|" + ("---|---|" if sampled else "")]
+    lines = [header, "", "| stage | greedy pass@1 | 95% interval | solved | response tokens |"
+             + (" sampled pass@1 | 95% interval |" if sampled else ""),
+             "|---|---|---|---|---|" + ("---|---|" if sampled else "")]
     for r in rows:
         line = (f"| {r['name']} | {r['pass_at_1']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
-                f"{r['passed']}/{r['n']} |")
+                f"{r['passed']}/{r['n']} | {r['response_tokens']:.1f} |")
         if sampled:
             line += f" {r['sampled_pass_at_1']:.3f} | [{r['sampled_ci_low']:.3f}, {r['sampled_ci_high']:.3f}] |"
         lines.append(line)
