@@ -1,4 +1,4 @@
-"""The main job end to end (slow: about 10 minutes): ``tiny-r1`` from nothing, judged on its criteria."""
+"""The main job end to end (slow: about 6 minutes): ``tiny-r1`` from nothing, judged on its criteria."""
 
 from __future__ import annotations
 
