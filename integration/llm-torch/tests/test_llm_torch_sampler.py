@@ -111,3 +111,27 @@ def test_inverse_cdf_sampling_never_draws_a_zero_weight():
     # The whole unit interval maps onto non-zero weights, up to its float64 end.
     weights = torch.tensor([[0.0, 0.25, 0.0, 0.75, 0.0]])
     assert all(int(inverse_cdf_sample(weights, torch.Generator().manual_seed(s))) in (1, 3) for s in range(200))
+
+
+def test_generation_uses_the_weights_of_the_moment(tiny_engine):
+    """The fused q/k/v and gate/up weights of a generation cache are rebuilt per call: after an
+    optimizer step (which changes the weights in place) greedy decoding follows the new weights."""
+    from llm_core.builtins.losses import cross_entropy
+    from llm_torch.model import KVCache
+
+    prompt, greedy = [11, 12, 13, 14], SamplingParams(max_new_tokens=6, temperature=0)
+    before = tiny_engine.generate([prompt], 1, greedy)[0][0].token_ids
+    other = (before[0] + 1) % tiny_engine.model.config.vocab_size  # teach a continuation it did not pick
+    batch = {"input_ids": [prompt + [other] * 12] * 4}
+    for _ in range(5):
+        tiny_engine.train_step(batch, cross_entropy)
+    after = tiny_engine.generate([prompt], 1, greedy)[0][0].token_ids
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(len(after)):
+            ids.append(int(tiny_engine.model(torch.tensor([ids]))[0, -1].argmax()))
+    assert after == ids[len(prompt):] and after != before
+    # A cache built from the model holds copies of the current weights, fused.
+    cache = KVCache(tiny_engine.model.config, 1, 8, torch.float32, model=tiny_engine.model)
+    attn = tiny_engine.model.model.layers[0].self_attn
+    assert torch.equal(cache.fused[0].qkv[:attn.q_proj.weight.shape[0]], attn.q_proj.weight)

@@ -125,14 +125,24 @@ class RMSNorm(nn.Module):
 
 
 class KVCache:
-    """Preallocated keys and values of every layer, for generation. ``length`` tokens are filled."""
+    """Preallocated keys and values of every layer, for generation. ``length`` tokens are filled.
+
+    Given the model, it also holds each layer's fused projection weights: q, k and v stacked into
+    one matrix, gate and up into another, so that a decoding step runs two matmuls where it would
+    run five (at a few rows per step the per-call cost, not the arithmetic, is what counts). They
+    are copies of the weights at the cache's creation; a cache lives for one ``generate`` call, so
+    a training step cannot make them stale.
+    """
 
     def __init__(self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", model: LlamaModel | None = None):
         shape = (batch, config.num_kv_heads, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
         self.length = 0
+        self.fused: list[FusedProjections] | None = None
+        if model is not None:
+            self.fused = [FusedProjections.of(block) for block in model.model.layers]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.shape[2]
@@ -144,6 +154,21 @@ class KVCache:
         """Keep rows ``index`` (to expand prompts into n samples, or drop finished rows)."""
         self.keys = [k.index_select(0, index) for k in self.keys]
         self.values = [v.index_select(0, index) for v in self.values]
+
+
+@dataclass
+class FusedProjections:
+    """One layer's input projections concatenated along their outputs (inference only)."""
+
+    qkv: torch.Tensor  # (q + k + v outputs, hidden)
+    gate_up: torch.Tensor  # (2 * intermediate, hidden)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, block: Block) -> FusedProjections:
+        attn, mlp = block.self_attn, block.mlp
+        return cls(qkv=torch.cat((attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight)),
+                   gate_up=torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight)))
 
 
 class Attention(nn.Module):
@@ -159,10 +184,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None and cache.fused is not None:
+            q, k, v = self._fused_qkv(x, cache.fused[self.layer].qkv, cos, sin)
+        else:
+            q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+            k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         # Without a mask the plain causal kernel is the fast path; with padding or a cache the caller
@@ -170,6 +198,14 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              enable_gqa=self.heads != self.kv_heads)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+    def _fused_qkv(self, x, weight, cos, sin):
+        """q, k, v from one matmul, and one rotation for the query and key heads together."""
+        b, t, _ = x.shape
+        heads = self.heads + 2 * self.kv_heads
+        qkv = F.linear(x, weight).view(b, t, heads, self.head_dim).transpose(1, 2)
+        qk = apply_rotary(qkv[:, :self.heads + self.kv_heads], cos, sin)
+        return qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
 
 
 class MLP(nn.Module):
@@ -181,7 +217,10 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate_up: torch.Tensor | None = None) -> torch.Tensor:
+        if gate_up is not None:  # the fused weight of a generation cache
+            gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -195,7 +234,8 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        gate_up = cache.fused[self.self_attn.layer].gate_up if cache is not None and cache.fused else None
+        return x + self.mlp(self.post_attention_layernorm(x), gate_up)
 
 
 class Backbone(nn.Module):

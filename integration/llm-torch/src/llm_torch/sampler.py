@@ -58,7 +58,7 @@ def choose_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     probabilities alone (a values-only sort is several times cheaper than an argsort), and the
     token by inverse-CDF sampling with one uniform number per row.
     """
-    probs = _top_k(logits / temperature, top_k).softmax(-1)
+    probs = _top_k(logits / temperature if temperature != 1.0 else logits, top_k).softmax(-1)
     if top_p < 1.0:
         probs = probs * nucleus_mask(probs, top_p)
     return inverse_cdf_sample(probs, generator)
@@ -74,6 +74,9 @@ def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     sorted_probs = _sort_descending(probs)
     size = (_mass_before(sorted_probs) < top_p).sum(-1, keepdim=True).clamp(min=1)
     threshold = sorted_probs.gather(-1, size - 1)
+    at_least = probs >= threshold
+    if bool((at_least.sum(-1, keepdim=True) == size).all()):
+        return at_least  # the usual case: no tie at the threshold is left out
     above = probs > threshold
     ties = probs == threshold
     tie_places = size - above.sum(-1, keepdim=True)
@@ -129,7 +132,7 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
     ids, prompt_mask = (t.to(device) for t in _left_pad(prompt_ids, pad_id))
     batch, width = ids.shape
     total = width + sampling.max_new_tokens
-    cache = KVCache(model.config, batch, total, dtype, device)
+    cache = KVCache(model.config, batch, total, dtype, device, model=model)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     no_padding = bool(prompt_mask.all())
     hidden = model.hidden(ids, positions, None if no_padding else padding_mask(prompt_mask, width), cache)
