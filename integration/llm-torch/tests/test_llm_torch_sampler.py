@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from llm_core.types import SamplingParams
+from llm_torch.decode import DecodeLinear, DecodeWeights
 from llm_torch.sampler import choose_tokens, filter_logits, inverse_cdf_sample, nucleus_mask
 
 
@@ -114,10 +115,9 @@ def test_inverse_cdf_sampling_never_draws_a_zero_weight():
 
 
 def test_generation_uses_the_weights_of_the_moment(tiny_engine):
-    """The fused q/k/v and gate/up weights of a generation cache are rebuilt per call: after an
+    """The decoding weights (fused q/k/v and gate/up, packed) are rebuilt per call: after an
     optimizer step (which changes the weights in place) greedy decoding follows the new weights."""
     from llm_core.builtins.losses import cross_entropy
-    from llm_torch.model import KVCache
 
     prompt, greedy = [11, 12, 13, 14], SamplingParams(max_new_tokens=6, temperature=0)
     before = tiny_engine.generate([prompt], 1, greedy)[0][0].token_ids
@@ -131,7 +131,23 @@ def test_generation_uses_the_weights_of_the_moment(tiny_engine):
         for _ in range(len(after)):
             ids.append(int(tiny_engine.model(torch.tensor([ids]))[0, -1].argmax()))
     assert after == ids[len(prompt):] and after != before
-    # A cache built from the model holds copies of the current weights, fused.
-    cache = KVCache(tiny_engine.model.config, 1, 8, torch.float32, model=tiny_engine.model)
+    # The decoding weights of a call are copies of the current parameters, fused.
+    weights = DecodeWeights.of(tiny_engine.model, rows=1)
     attn = tiny_engine.model.model.layers[0].self_attn
-    assert torch.equal(cache.fused[0].qkv[:attn.q_proj.weight.shape[0]], attn.q_proj.weight)
+    assert torch.equal(weights.layers[0].qkv.weight[:attn.q_proj.weight.shape[0]], attn.q_proj.weight)
+
+
+def test_decode_weights_compute_the_same_projections():
+    """Packed (oneDNN, fp32 CPU) and plain decoding matmuls agree with F.linear up to summation
+    order, for the row count they were packed for and for others (a prefill); under autocast the
+    weights are left unpacked so that autocast's dtype rules apply."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 64, generator=generator) * 0.1
+    linear = DecodeLinear(weight, rows=8)
+    if torch.backends.mkldnn.is_available():
+        assert linear.packed is not None
+    for shape in ((8, 64), (8, 1, 64), (3, 40, 64)):
+        x = torch.randn(*shape, generator=generator)
+        assert torch.allclose(linear(x), torch.nn.functional.linear(x, weight), rtol=1e-5, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert DecodeLinear(weight, rows=8).packed is None

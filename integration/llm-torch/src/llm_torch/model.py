@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm_torch.decode import DecodeWeights, LayerWeights
+
 
 @dataclass
 class ModelConfig:
@@ -127,22 +129,17 @@ class RMSNorm(nn.Module):
 class KVCache:
     """Preallocated keys and values of every layer, for generation. ``length`` tokens are filled.
 
-    Given the model, it also holds each layer's fused projection weights: q, k and v stacked into
-    one matrix, gate and up into another, so that a decoding step runs two matmuls where it would
-    run five (at a few rows per step the per-call cost, not the arithmetic, is what counts). They
-    are copies of the weights at the cache's creation; a cache lives for one ``generate`` call, so
-    a training step cannot make them stale.
+    ``weights`` (optional) are the model's matrices prepared for decoding (``decode.py``): a
+    forward pass with this cache multiplies by them instead of the parameters.
     """
 
     def __init__(self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype,
-                 device: torch.device | str = "cpu", model: LlamaModel | None = None):
+                 device: torch.device | str = "cpu", weights: DecodeWeights | None = None):
         shape = (batch, config.num_kv_heads, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
         self.length = 0
-        self.fused: list[FusedProjections] | None = None
-        if model is not None:
-            self.fused = [FusedProjections.of(block) for block in model.model.layers]
+        self.weights = weights
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.shape[2]
@@ -154,21 +151,6 @@ class KVCache:
         """Keep rows ``index`` (to expand prompts into n samples, or drop finished rows)."""
         self.keys = [k.index_select(0, index) for k in self.keys]
         self.values = [v.index_select(0, index) for v in self.values]
-
-
-@dataclass
-class FusedProjections:
-    """One layer's input projections concatenated along their outputs (inference only)."""
-
-    qkv: torch.Tensor  # (q + k + v outputs, hidden)
-    gate_up: torch.Tensor  # (2 * intermediate, hidden)
-
-    @classmethod
-    @torch.no_grad()
-    def of(cls, block: Block) -> FusedProjections:
-        attn, mlp = block.self_attn, block.mlp
-        return cls(qkv=torch.cat((attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight)),
-                   gate_up=torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight)))
 
 
 class Attention(nn.Module):
@@ -184,8 +166,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
-        if cache is not None and cache.fused is not None:
-            q, k, v = self._fused_qkv(x, cache.fused[self.layer].qkv, cos, sin)
+        weights = cache.weights.layers[self.layer] if cache is not None and cache.weights else None
+        if weights is not None:
+            q, k, v = self._fused_qkv(x, weights.qkv, cos, sin)
         else:
             q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
             k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -197,13 +180,13 @@ class Attention(nn.Module):
         # builds an explicit boolean mask (True = may attend).
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              enable_gqa=self.heads != self.kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return (weights.o if weights is not None else self.o_proj)(out.transpose(1, 2).reshape(b, t, -1))
 
-    def _fused_qkv(self, x, weight, cos, sin):
+    def _fused_qkv(self, x, qkv_linear, cos, sin):
         """q, k, v from one matmul, and one rotation for the query and key heads together."""
         b, t, _ = x.shape
         heads = self.heads + 2 * self.kv_heads
-        qkv = F.linear(x, weight).view(b, t, heads, self.head_dim).transpose(1, 2)
+        qkv = qkv_linear(x).view(b, t, heads, self.head_dim).transpose(1, 2)
         qk = apply_rotary(qkv[:, :self.heads + self.kv_heads], cos, sin)
         return qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
 
@@ -217,10 +200,10 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, gate_up: torch.Tensor | None = None) -> torch.Tensor:
-        if gate_up is not None:  # the fused weight of a generation cache
-            gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
-            return self.down_proj(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, weights: LayerWeights | None = None) -> torch.Tensor:
+        if weights is not None:  # decoding: gate and up fused
+            gate, up = weights.gate_up(x).chunk(2, dim=-1)
+            return weights.down(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -234,8 +217,8 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        gate_up = cache.fused[self.self_attn.layer].gate_up if cache is not None and cache.fused else None
-        return x + self.mlp(self.post_attention_layernorm(x), gate_up)
+        weights = cache.weights.layers[self.self_attn.layer] if cache is not None and cache.weights else None
+        return x + self.mlp(self.post_attention_layernorm(x), weights)
 
 
 class Backbone(nn.Module):
@@ -286,7 +269,8 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        return self.lm_head(self.hidden(input_ids, positions, mask, cache))
+        head = cache.weights.lm_head if cache is not None and cache.weights else self.lm_head
+        return head(self.hidden(input_ids, positions, mask, cache))
 
     def values(self, hidden: torch.Tensor) -> torch.Tensor:
         """Per-position scalar values (B, T) from the value head."""

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from llm_core.types import Sample, SamplingParams
+from llm_torch.decode import DecodeWeights
 from llm_torch.model import KVCache, LlamaModel, padding_mask
 
 
@@ -132,11 +133,11 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
     ids, prompt_mask = (t.to(device) for t in _left_pad(prompt_ids, pad_id))
     batch, width = ids.shape
     total = width + sampling.max_new_tokens
-    cache = KVCache(model.config, batch, total, dtype, device, model=model)
+    cache = KVCache(model.config, batch, total, dtype, device, weights=DecodeWeights.of(model, batch * n))
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     no_padding = bool(prompt_mask.all())
     hidden = model.hidden(ids, positions, None if no_padding else padding_mask(prompt_mask, width), cache)
-    logits = model.lm_head(hidden[:, -1])  # only the last position's logits are needed
+    logits = cache.weights.lm_head(hidden[:, -1])  # only the last position's logits are needed
     # Prefill each prompt once, then copy its cache row for its n samples.
     rows = torch.arange(batch, device=device).repeat_interleave(n)
     cache.reorder(rows)
