@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from llm_torch.linear import cpu_autocast, onednn_available, onednn_linear
+
 
 class DecodeLinear:
     """``F.linear(x, weight)`` without bias, on a frozen copy of ``weight`` packed for ``rows``."""
@@ -35,28 +37,21 @@ class DecodeLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is None or x.dtype != self.weight.dtype:
             return F.linear(x, self.weight)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+        return onednn_linear(x, self.packed)
 
 
 def pack_for_rows(weight: torch.Tensor, rows: int) -> torch.Tensor | None:
     """oneDNN's packed copy of a fp32 CPU weight (None where that does not apply: other devices
     and dtypes, autocast, builds without oneDNN). Any number of rows works; ``rows`` picks the
     layout that is fastest for that many."""
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or _cpu_autocast():
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or cpu_autocast():
         return None
-    if not torch.backends.mkldnn.is_available():
+    if not onednn_available():
         return None
     try:
         return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
     except (AttributeError, RuntimeError):  # an older or a different build of torch
         return None
-
-
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4 took no device argument
-        return torch.is_autocast_cpu_enabled()
 
 
 @dataclass

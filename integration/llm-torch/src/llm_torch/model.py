@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm_torch.decode import DecodeWeights, LayerWeights
+from llm_torch.linear import Linear
 
 
 @dataclass
@@ -158,10 +159,10 @@ class Attention(nn.Module):
         super().__init__()
         self.layer, self.heads, self.kv_heads = layer, config.num_heads, config.num_kv_heads
         self.head_dim = config.head_dim
-        self.q_proj = nn.Linear(config.hidden_size, self.heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
+        self.q_proj = Linear(config.hidden_size, self.heads * self.head_dim, bias=False)
+        self.k_proj = Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.v_proj = Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.o_proj = Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
@@ -196,9 +197,9 @@ class MLP(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_proj = Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, weights: LayerWeights | None = None) -> torch.Tensor:
         if weights is not None:  # decoding: gate and up fused
@@ -239,7 +240,7 @@ class LlamaModel(nn.Module):
         self.config = config
         self.model = Backbone(config)
         self.rotary = Rotary(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.value_head = nn.Linear(config.hidden_size, 1) if config.value_head else None
