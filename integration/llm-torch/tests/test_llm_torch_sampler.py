@@ -134,7 +134,9 @@ def test_generation_uses_the_weights_of_the_moment(tiny_engine):
     # The decoding weights of a call are copies of the current parameters, fused.
     weights = DecodeWeights.of(tiny_engine.model, rows=1)
     attn = tiny_engine.model.model.layers[0].self_attn
-    assert torch.equal(weights.layers[0].qkv.weight[:attn.q_proj.weight.shape[0]], attn.q_proj.weight)
+    x = torch.randn(3, attn.q_proj.weight.shape[1])
+    queries = weights.layers[0].qkv(x)[:, :attn.q_proj.weight.shape[0]]
+    assert torch.allclose(queries, attn.q_proj(x), rtol=1e-5, atol=1e-6)
 
 
 def test_decode_weights_compute_the_same_projections():

@@ -31,13 +31,16 @@ class DecodeLinear:
     """``F.linear(x, weight)`` without bias, on a frozen copy of ``weight`` packed for ``rows``."""
 
     def __init__(self, weight: torch.Tensor, rows: int):
-        self.weight = weight.detach()
-        self.packed = pack_for_rows(self.weight, rows)
+        self.packed = pack_for_rows(weight.detach(), rows)
+        # Once packed, the plain matrix is not needed: dropping it keeps a fused (concatenated)
+        # matrix from being held twice. Packing only happens for fp32 inputs without autocast,
+        # which is what a generate call then feeds in.
+        self.weight = weight.detach() if self.packed is None else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None or x.dtype != self.weight.dtype:
-            return F.linear(x, self.weight)
-        return onednn_linear(x, self.packed)
+        if self.packed is not None:
+            return onednn_linear(x, self.packed)
+        return F.linear(x, self.weight)
 
 
 def pack_for_rows(weight: torch.Tensor, rows: int) -> torch.Tensor | None:
