@@ -69,8 +69,8 @@ def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Boolean mask (R, V) of the top-p nucleus of each row, the same tokens as ``filter_logits``.
 
     The nucleus is the ``size`` most probable tokens, ``size`` being how many ranked tokens have
-    less than ``top_p`` of mass before them (at least one). That is every token above the size-th largest
-    probability, plus as many tokens equal to it as are needed, lowest token ids first.
+    less than ``top_p`` of mass before them (at least one). That is every token above the size-th
+    largest probability, plus as many tokens equal to it as are needed, lowest token ids first.
     """
     sorted_probs = _sort_descending(probs)
     size = (_mass_before(sorted_probs) < top_p).sum(-1, keepdim=True).clamp(min=1)
