@@ -1,6 +1,8 @@
 """Benchmark llm-torch against transformers, side by side in one run, on the same model shapes.
 
-Training: tokens/s of forward + backward + AdamW (fp32, clipping) at batch x 256 tokens.
+Training: tokens/s of forward + backward + AdamW (fp32, clipping) at batch x 256 tokens: llm-torch
+through ``TorchEngine.train_step`` as stages use it (fused AdamW), transformers through the usual
+loop with ``torch.optim.AdamW(foreach=True)``.
 Generation: new tokens/s of sampling 128 tokens for a batch of 8 prompts, with each library's cache.
 Each measurement alternates the two libraries (ours, theirs, ours, ...) so machine noise hits both
 alike; the table shows medians and the ratio. Peak memory: the peak resident set of a fresh process

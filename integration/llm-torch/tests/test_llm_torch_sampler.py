@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from llm_core.types import SamplingParams
-from llm_torch.sampler import filter_logits
+from llm_torch.decode import DecodeLinear, DecodeWeights
+from llm_torch.sampler import choose_tokens, filter_logits, inverse_cdf_sample, nucleus_mask
 
 
 def _teacher_forced(engine, prompt, completion):
@@ -67,3 +68,88 @@ def test_filter_logits_top_k_and_top_p():
     assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7 <= 0.8
     kept = ~torch.isinf(filter_logits(logits, 1.0, 0, 0.5))
     assert kept.tolist() == [[True, False, False, False]]
+
+
+def test_nucleus_mask_is_the_full_sort_nucleus():
+    """The sort-free nucleus keeps exactly the tokens the reference full-sort filtering keeps, ties
+    included (equal probabilities are taken lowest token id first, as a stable sort takes them)."""
+    generator = torch.Generator().manual_seed(0)
+    cases = 0
+    for scale in (0.05, 0.3, 1.0, 4.0, 20.0):
+        for top_p in (0.01, 0.3, 0.9, 0.95, 0.999, 1.0 - 1e-7):
+            for temperature, top_k in ((1.0, 0), (0.7, 0), (1.3, 50)):
+                logits = torch.randn(6, 1000, generator=generator) * scale
+                logits[:3] = logits[:3].round()  # many exact ties, also at the nucleus boundary
+                reference = ~torch.isinf(filter_logits(logits, temperature, top_k, top_p))
+                probs = filter_logits(logits, temperature, top_k, 1.0).softmax(-1)  # what choose_tokens sees
+                assert torch.equal(nucleus_mask(probs, top_p), reference), (scale, top_p, temperature, top_k)
+                cases += 1
+    assert cases == 90
+
+
+def test_chosen_tokens_follow_the_filtered_distribution():
+    """A chi-square check of 40,000 seeded draws against softmax(logits / T) restricted to the
+    top-p nucleus; tokens outside the nucleus are never drawn."""
+    probs = torch.tensor([0.30, 0.20, 0.15, 0.12, 0.10, 0.06, 0.04, 0.03])
+    temperature, top_p, draws = 1.5, 0.8, 40_000
+    logits = (probs.log() * temperature).expand(draws, -1).contiguous()  # softmax(logits / T) == probs
+    tokens = choose_tokens(logits, temperature, 0, top_p, torch.Generator().manual_seed(11))
+    counts = torch.bincount(tokens, minlength=8).double()
+    # Mass before each token: 0, .30, .50, .65, .77, .87: the nucleus is the first five tokens.
+    assert counts[5:].sum() == 0
+    expected = probs[:5].double() / probs[:5].sum() * draws
+    chi_square = float(((counts[:5] - expected) ** 2 / expected).sum())
+    assert chi_square < 18.47, (counts, expected)  # the 0.999 quantile of chi-square with 4 dof
+
+
+def test_inverse_cdf_sampling_never_draws_a_zero_weight():
+    weights = torch.zeros(5000, 7)
+    weights[:, 2], weights[:, 4] = 1e-30, 1.0  # a weight vanishing next to a large one
+    weights[::2, 6] = 3.0
+    tokens = inverse_cdf_sample(weights, torch.Generator().manual_seed(0))
+    assert set(tokens.tolist()) <= {2, 4, 6}
+    assert (tokens[1::2] != 6).all()
+    # The whole unit interval maps onto non-zero weights, up to its float64 end.
+    weights = torch.tensor([[0.0, 0.25, 0.0, 0.75, 0.0]])
+    assert all(int(inverse_cdf_sample(weights, torch.Generator().manual_seed(s))) in (1, 3) for s in range(200))
+
+
+def test_generation_uses_the_weights_of_the_moment(tiny_engine):
+    """The decoding weights (fused q/k/v and gate/up, packed) are rebuilt per call: after an
+    optimizer step (which changes the weights in place) greedy decoding follows the new weights."""
+    from llm_core.builtins.losses import cross_entropy
+
+    prompt, greedy = [11, 12, 13, 14], SamplingParams(max_new_tokens=6, temperature=0)
+    before = tiny_engine.generate([prompt], 1, greedy)[0][0].token_ids
+    other = (before[0] + 1) % tiny_engine.model.config.vocab_size  # teach a continuation it did not pick
+    batch = {"input_ids": [prompt + [other] * 12] * 4}
+    for _ in range(5):
+        tiny_engine.train_step(batch, cross_entropy)
+    after = tiny_engine.generate([prompt], 1, greedy)[0][0].token_ids
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(len(after)):
+            ids.append(int(tiny_engine.model(torch.tensor([ids]))[0, -1].argmax()))
+    assert after == ids[len(prompt):] and after != before
+    # The decoding weights of a call are copies of the current parameters, fused.
+    weights = DecodeWeights.of(tiny_engine.model, rows=1)
+    attn = tiny_engine.model.model.layers[0].self_attn
+    x = torch.randn(3, attn.q_proj.weight.shape[1])
+    queries = weights.layers[0].qkv(x)[:, :attn.q_proj.weight.shape[0]]
+    assert torch.allclose(queries, attn.q_proj(x), rtol=1e-5, atol=1e-6)
+
+
+def test_decode_weights_compute_the_same_projections():
+    """Packed (oneDNN, fp32 CPU) and plain decoding matmuls agree with F.linear up to summation
+    order, for the row count they were packed for and for others (a prefill); under autocast the
+    weights are left unpacked so that autocast's dtype rules apply."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 64, generator=generator) * 0.1
+    linear = DecodeLinear(weight, rows=8)
+    if torch.backends.mkldnn.is_available():
+        assert linear.packed is not None
+    for shape in ((8, 64), (8, 1, 64), (3, 40, 64)):
+        x = torch.randn(*shape, generator=generator)
+        assert torch.allclose(linear(x), torch.nn.functional.linear(x, weight), rtol=1e-5, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert DecodeLinear(weight, rows=8).packed is None

@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm_torch.decode import DecodeWeights, LayerWeights
+from llm_torch.linear import Linear
+
 
 @dataclass
 class ModelConfig:
@@ -125,14 +128,19 @@ class RMSNorm(nn.Module):
 
 
 class KVCache:
-    """Preallocated keys and values of every layer, for generation. ``length`` tokens are filled."""
+    """Preallocated keys and values of every layer, for generation. ``length`` tokens are filled.
+
+    ``weights`` (optional) are the model's matrices prepared for decoding (``decode.py``): a
+    forward pass with this cache multiplies by them instead of the parameters.
+    """
 
     def __init__(self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", weights: DecodeWeights | None = None):
         shape = (batch, config.num_kv_heads, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
         self.length = 0
+        self.weights = weights
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.shape[2]
@@ -151,25 +159,37 @@ class Attention(nn.Module):
         super().__init__()
         self.layer, self.heads, self.kv_heads = layer, config.num_heads, config.num_kv_heads
         self.head_dim = config.head_dim
-        self.q_proj = nn.Linear(config.hidden_size, self.heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
+        self.q_proj = Linear(config.hidden_size, self.heads * self.head_dim, bias=False)
+        self.k_proj = Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.v_proj = Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.o_proj = Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        weights = cache.weights.layers[self.layer] if cache is not None and cache.weights else None
+        if weights is not None:
+            q, k, v = self._fused_qkv(x, weights.qkv, cos, sin)
+        else:
+            q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+            k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         # Without a mask the plain causal kernel is the fast path; with padding or a cache the caller
         # builds an explicit boolean mask (True = may attend).
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              enable_gqa=self.heads != self.kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return (weights.o if weights is not None else self.o_proj)(out.transpose(1, 2).reshape(b, t, -1))
+
+    def _fused_qkv(self, x, qkv_linear, cos, sin):
+        """q, k, v from one matmul, and one rotation for the query and key heads together."""
+        b, t, _ = x.shape
+        heads = self.heads + 2 * self.kv_heads
+        qkv = qkv_linear(x).view(b, t, heads, self.head_dim).transpose(1, 2)
+        qk = apply_rotary(qkv[:, :self.heads + self.kv_heads], cos, sin)
+        return qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
 
 
 class MLP(nn.Module):
@@ -177,11 +197,14 @@ class MLP(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_proj = Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: LayerWeights | None = None) -> torch.Tensor:
+        if weights is not None:  # decoding: gate and up fused
+            gate, up = weights.gate_up(x).chunk(2, dim=-1)
+            return weights.down(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -195,7 +218,8 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        weights = cache.weights.layers[self.self_attn.layer] if cache is not None and cache.weights else None
+        return x + self.mlp(self.post_attention_layernorm(x), weights)
 
 
 class Backbone(nn.Module):
@@ -216,7 +240,7 @@ class LlamaModel(nn.Module):
         self.config = config
         self.model = Backbone(config)
         self.rotary = Rotary(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.value_head = nn.Linear(config.hidden_size, 1) if config.value_head else None
@@ -246,7 +270,8 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        return self.lm_head(self.hidden(input_ids, positions, mask, cache))
+        head = cache.weights.lm_head if cache is not None and cache.weights else self.lm_head
+        return head(self.hidden(input_ids, positions, mask, cache))
 
     def values(self, hidden: torch.Tensor) -> torch.Tensor:
         """Per-position scalar values (B, T) from the value head."""

@@ -10,26 +10,97 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from llm_core.types import Sample, SamplingParams
+from llm_torch.decode import DecodeWeights
 from llm_torch.model import KVCache, LlamaModel, padding_mask
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Apply temperature, then keep the top-k tokens, then the smallest nucleus of mass top_p."""
-    logits = logits / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    """Apply temperature, then keep the top-k tokens, then the smallest nucleus of mass top_p.
+
+    The reference definition of the filtering (a full sort); ``choose_tokens`` computes the same
+    nucleus without sorting indices and is what generation uses. Ties in probability are ordered
+    by token id, as a stable sort would order them.
+    """
+    logits = _top_k(logits / temperature, top_k)
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        sorted_probs = sorted_logits.softmax(-1)
-        # Drop a token when the mass before it already reaches top_p (the first token always stays).
-        drop_sorted = (sorted_probs.cumsum(-1) - sorted_probs) >= top_p
+        probs = logits.softmax(-1)
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        drop_sorted = _mass_before(sorted_probs) >= top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def _top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return logits
+
+
+def _mass_before(sorted_probs: torch.Tensor) -> torch.Tensor:
+    """Probability mass of the tokens ranked before each one (0 for the first): a token is left
+    out of the nucleus when this already reaches top_p. Shifting the cumulative sum (rather than
+    subtracting each token's own mass from it) keeps the result monotone in floating point, so the
+    nucleus is always a prefix of the ranking."""
+    cumulative = sorted_probs.cumsum(-1)
+    return torch.cat((torch.zeros_like(cumulative[..., :1]), cumulative[..., :-1]), dim=-1)
+
+
+def choose_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+                  generator: torch.Generator) -> torch.Tensor:
+    """One token per row from fp32 ``logits`` (R, V): the distribution of ``filter_logits``.
+
+    Faster than sorting and ``torch.multinomial``, and exact: the nucleus is found from the sorted
+    probabilities alone (a values-only sort is several times cheaper than an argsort), and the
+    token by inverse-CDF sampling with one uniform number per row.
+    """
+    probs = _top_k(logits / temperature if temperature != 1.0 else logits, top_k).softmax(-1)
+    if top_p < 1.0:
+        probs = probs * nucleus_mask(probs, top_p)
+    return inverse_cdf_sample(probs, generator)
+
+
+def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Boolean mask (R, V) of the top-p nucleus of each row, the same tokens as ``filter_logits``.
+
+    The nucleus is the ``size`` most probable tokens, ``size`` being how many ranked tokens have
+    less than ``top_p`` of mass before them (at least one). That is every token above the size-th
+    largest probability, plus as many tokens equal to it as are needed, lowest token ids first.
+    """
+    sorted_probs = _sort_descending(probs)
+    size = (_mass_before(sorted_probs) < top_p).sum(-1, keepdim=True).clamp(min=1)
+    threshold = sorted_probs.gather(-1, size - 1)
+    at_least = probs >= threshold
+    if bool((at_least.sum(-1, keepdim=True) == size).all()):
+        return at_least  # the usual case: no tie at the threshold is left out
+    above = probs > threshold
+    ties = probs == threshold
+    tie_places = size - above.sum(-1, keepdim=True)
+    return above | (ties & (ties.cumsum(-1) <= tie_places))
+
+
+def _sort_descending(probs: torch.Tensor) -> torch.Tensor:
+    """Sorted values only. On CPU numpy's vectorised sort is much faster than ``torch.sort`` (which
+    also computes indices); negating twice gives a descending order with exactly the same values."""
+    if probs.device.type != "cpu":
+        return torch.sort(probs, dim=-1, descending=True).values
+    return torch.from_numpy(-np.sort(-probs.numpy(), axis=-1))
+
+
+def inverse_cdf_sample(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Index i of each row with probability weights[i] / sum(weights): the first index whose
+    cumulative weight exceeds a uniform draw times the total. Accumulated in float64; the draw is
+    kept strictly below the total so rounding can never select past the last non-zero weight."""
+    cdf = weights.double().cumsum(-1)
+    total = cdf[:, -1:]
+    draw = torch.rand(total.shape, generator=generator, dtype=torch.float64, device=weights.device)
+    target = torch.minimum(draw * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,11 +133,11 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
     ids, prompt_mask = (t.to(device) for t in _left_pad(prompt_ids, pad_id))
     batch, width = ids.shape
     total = width + sampling.max_new_tokens
-    cache = KVCache(model.config, batch, total, dtype, device)
+    cache = KVCache(model.config, batch, total, dtype, device, weights=DecodeWeights.of(model, batch * n))
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     no_padding = bool(prompt_mask.all())
     hidden = model.hidden(ids, positions, None if no_padding else padding_mask(prompt_mask, width), cache)
-    logits = model.lm_head(hidden[:, -1])  # only the last position's logits are needed
+    logits = cache.weights.lm_head(hidden[:, -1])  # only the last position's logits are needed
     # Prefill each prompt once, then copy its cache row for its n samples.
     rows = torch.arange(batch, device=device).repeat_interleave(n)
     cache.reorder(rows)
@@ -82,8 +153,7 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
         if sampling.temperature == 0:
             token = logits.argmax(-1)
         else:
-            filtered = filter_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p)
-            token = torch.multinomial(filtered.softmax(-1), 1, generator=generator).squeeze(-1)
+            token = choose_tokens(logits, sampling.temperature, sampling.top_k, sampling.top_p, generator)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         tokens.append(token)
         logprobs.append(logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1))
