@@ -1,4 +1,4 @@
-"""The main-job recipe: it validates (default tests) and, run whole, its losses fall (slow)."""
+"""The tiny-pretrain-sft recipe: it validates (default tests) and, run whole, its losses fall (slow)."""
 
 from __future__ import annotations
 
