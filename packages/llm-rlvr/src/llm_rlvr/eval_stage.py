@@ -22,7 +22,7 @@ from llm_core.artifacts import atomic_open, exists, join, write_json
 from llm_core.stage import StageContext
 from llm_core.types import SamplingParams, StageResult
 from llm_rlvr.grpo_stage import RolloutOptions
-from llm_rlvr.rollout import load_problems, sample_and_verify
+from llm_rlvr.rollout import limit_threads, load_problems, sample_and_verify
 
 log = logging.getLogger("llmt.rlvr")
 
@@ -68,10 +68,7 @@ class RlvrEvalStage:
         from llm_rlvr.pool import VerifierPool
 
         o = self.o
-        if o.threads:
-            import torch
-
-            torch.set_num_threads(o.threads)
+        limit_threads(o.threads)
         problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"))[: o.max_problems]
         checkpoints = {name: uri for name, uri in ctx.inputs.items() if name != "problems"}
         for a, b in o.compare:

@@ -26,7 +26,7 @@ from llm_core.artifacts import atomic_open, exists, join
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import SamplingParams, StageResult
-from llm_rlvr.rollout import Group, Problem, load_problems, sample_and_verify
+from llm_rlvr.rollout import Group, Problem, limit_threads, load_problems, sample_and_verify
 
 log = logging.getLogger("llmt.rlvr")
 
@@ -102,10 +102,7 @@ class GrpoStage:
         from llm_rlvr.pool import VerifierPool
 
         o = self.o
-        if o.threads:
-            import torch
-
-            torch.set_num_threads(o.threads)
+        limit_threads(o.threads)
         checkpoint = ctx.input("checkpoint")
         engine = ctx.registries.engines.build(o.engine, {
             "checkpoint": checkpoint, "lr": o.lr, "warmup_steps": o.warmup_steps, "schedule": "constant",

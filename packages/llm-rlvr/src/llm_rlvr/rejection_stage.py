@@ -17,7 +17,7 @@ from llm_core.builtins.jsonl import write_records
 from llm_core.stage import StageContext
 from llm_core.types import SamplingParams, StageResult
 from llm_rlvr.grpo_stage import RolloutOptions
-from llm_rlvr.rollout import completion_text, load_problems, sample_and_verify
+from llm_rlvr.rollout import completion_text, limit_threads, load_problems, sample_and_verify
 
 
 class RejectionSamplingConfig(RolloutOptions):
@@ -36,10 +36,7 @@ class RejectionSamplingStage:
         from llm_rlvr.pool import VerifierPool
 
         o = self.o
-        if o.threads:
-            import torch
-
-            torch.set_num_threads(o.threads)
+        limit_threads(o.threads)
         problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"))[: o.max_prompts]
         engine = ctx.registries.rollout_engines.build(o.engine, {"checkpoint": ctx.input("checkpoint"),
                                                                  "trainable": False, "device": o.device})

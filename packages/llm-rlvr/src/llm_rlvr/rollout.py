@@ -130,6 +130,14 @@ def sample_and_verify(engine: Any, pool: Any, problems: list[Problem], n: int, s
     return groups, stats
 
 
+def limit_threads(threads: int | None) -> None:
+    """Set torch's CPU threads for this stage's process (None: torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def completion_text(tokenizer: Any, sample: Sample) -> str:
     """The sample's text without the end-of-turn / EOS token that stopped it."""
     ids = sample.token_ids
