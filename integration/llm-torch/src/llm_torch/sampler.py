@@ -19,7 +19,7 @@ from llm_torch.model import KVCache, LlamaModel, padding_mask
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Apply temperature, then keep the top-k tokens, then the smallest nucleus of mass top_p.
+    """Apply temperature, then keep the top-k tokens, then the top-p nucleus (see ``nucleus_size``).
 
     The reference definition of the filtering (a full sort); ``choose_tokens`` computes the same
     nucleus without sorting indices and is what generation uses. Ties in probability are ordered
@@ -29,7 +29,8 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     if top_p < 1.0:
         probs = logits.softmax(-1)
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-        drop_sorted = _mass_before(sorted_probs) >= top_p
+        ranks = torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)
+        drop_sorted = ranks >= nucleus_size(sorted_probs, top_p)
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -42,13 +43,28 @@ def _top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
     return logits
 
 
-def _mass_before(sorted_probs: torch.Tensor) -> torch.Tensor:
-    """Probability mass of the tokens ranked before each one (0 for the first): a token is left
-    out of the nucleus when this already reaches top_p. Shifting the cumulative sum (rather than
-    subtracting each token's own mass from it) keeps the result monotone in floating point, so the
-    nucleus is always a prefix of the ranking."""
-    cumulative = sorted_probs.cumsum(-1)
-    return torch.cat((torch.zeros_like(cumulative[..., :1]), cumulative[..., :-1]), dim=-1)
+def nucleus_size(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """How many of the ranked tokens (R, V), most probable first, form the top-p nucleus: (R, 1).
+
+    The promise, the same on every CPU and kernel: a ranked token is in the nucleus when the mass
+    ranked before it, summed in float64 from the most probable token down (a sequential sum of the
+    float32 probabilities, which no vector kernel reorders), is below ``top_p`` and its own
+    probability is not zero (a token removed by top-k or underflow never returns, even when the
+    float32 probabilities sum to less than ``top_p``). At least the most probable token is kept.
+
+    The float64 sum runs only over the columns that can matter: a float32 cumulative sum in any
+    order is within V * 2**-23 of the exact one, so columns whose float32 mass before them exceeds
+    ``top_p`` by more than that can be in no row's nucleus.
+    """
+    vocab = sorted_probs.shape[-1]
+    approx_through = sorted_probs.cumsum(-1)  # float32: mass up to and including each token
+    slack = vocab * 2.0 ** -23
+    width = min(vocab, int((approx_through < top_p + slack).sum(-1).max()) + 1)
+    head = sorted_probs[..., :width]
+    exact_through = head.cumsum(-1, dtype=torch.float64)
+    mass_before = torch.cat((torch.zeros_like(exact_through[..., :1]), exact_through[..., :-1]), dim=-1)
+    in_nucleus = (mass_before < top_p) & (head > 0)  # a prefix: mass grows, probabilities fall
+    return in_nucleus.sum(-1, keepdim=True).clamp(min=1)
 
 
 def choose_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
@@ -68,12 +84,12 @@ def choose_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
 def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Boolean mask (R, V) of the top-p nucleus of each row, the same tokens as ``filter_logits``.
 
-    The nucleus is the ``size`` most probable tokens, ``size`` being how many ranked tokens have
-    less than ``top_p`` of mass before them (at least one). That is every token above the size-th
-    largest probability, plus as many tokens equal to it as are needed, lowest token ids first.
+    The nucleus is the ``size`` most probable tokens (``nucleus_size``). That is every token above
+    the size-th largest probability, plus as many tokens equal to it as are needed, lowest token
+    ids first.
     """
     sorted_probs = _sort_descending(probs)
-    size = (_mass_before(sorted_probs) < top_p).sum(-1, keepdim=True).clamp(min=1)
+    size = nucleus_size(sorted_probs, top_p)
     threshold = sorted_probs.gather(-1, size - 1)
     at_least = probs >= threshold
     if bool((at_least.sum(-1, keepdim=True) == size).all()):
