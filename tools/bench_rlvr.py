@@ -56,7 +56,7 @@ def bench_grpo_rollouts(run: str, repeats: int) -> None:
     import torch
 
     from llm_core.plugins import get_registries
-    from llm_core.types import SamplingParams
+    from llm_core.specs import SamplingSpec
     from llm_rlvr.rollout import render_prompt
 
     torch.set_num_threads(1)
@@ -74,7 +74,7 @@ def bench_grpo_rollouts(run: str, repeats: int) -> None:
     for r in range(repeats):
         ids = [render_prompt(engine.tokenizer, p) for p in problems[r * prompts:(r + 1) * prompts]]
         start = time.perf_counter()
-        out = engine.generate(ids, n=group, sampling=SamplingParams(max_new_tokens=max_new, seed=r))
+        out = engine.generate(ids, n=group, sampling=SamplingSpec(max_new_tokens=max_new, seed=r))
         bare.append(sum(len(s.token_ids) for g in out for s in g) / (time.perf_counter() - start))
     loop_rate, bare_rate = statistics.median(loop), statistics.median(bare)
     print(f"\nGRPO rollouts on {run} ({prompts} prompts x {group} samples, <= {max_new} new tokens, 1 thread)")

@@ -86,14 +86,14 @@ def train_runner(library: str, model, batch: int):
 
 
 def generate_runner(library: str, model):
-    from llm_core.types import SamplingParams
+    from llm_core.specs import SamplingSpec
     from llm_torch import sampler
 
     prompts = torch.randint(0, model.config.vocab_size, (GEN_BATCH, PROMPT_LEN),
                             generator=torch.Generator().manual_seed(2))
     model.eval()
     if library == "llm-torch":
-        params = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=1.0, top_p=0.95, seed=0)
+        params = SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=1.0, top_p=0.95, seed=0)
 
         def gen() -> int:
             groups = sampler.generate(model, prompts.tolist(), 1, params, pad_id=0, stop_ids=())

@@ -44,9 +44,27 @@ TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num
 
 
 @pytest.fixture
-def tiny_engine(registries, tokenizer_dir):
-    return registries.engines.build("torch", {"model": TINY_SHAPE, "tokenizer": tokenizer_dir,
-                                              "lr": 1e-2, "total_steps": 20, "seed": 0})
+def make_engine(registries, tokenizer_dir):
+    """A torch engine from the registry, as a stage gets one: a fresh ``shape`` (with the session's
+    tokenizer) or a ``checkpoint``; AdamW at a constant ``lr`` unless ``frozen``."""
+    from llm_core.engines import build_train_engine
+    from llm_core.specs import EngineSpec, ModelShape, OptimizerSpec
+
+    def make(shape=TINY_SHAPE, *, checkpoint=None, lr=1e-2, schedule="constant", total_steps=20, seed=0,
+             precision="fp32", device="cpu", frozen=False, **request):
+        source = {"checkpoint": checkpoint} if checkpoint else {"model": ModelShape(**shape),
+                                                                "tokenizer": tokenizer_dir}
+        optimizer = None if frozen else OptimizerSpec(lr=lr, schedule=schedule)
+        spec = EngineSpec(name="torch", precision=precision, device=device)
+        return build_train_engine(spec, registries, **source, optimizer=optimizer, total_steps=total_steps,
+                                  seed=seed, **request)
+
+    return make
+
+
+@pytest.fixture
+def tiny_engine(make_engine):
+    return make_engine()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ def _run(root, docs, processes, micro):
     stage = {"name": "pretrain", "kind": "pretrain", "inputs": {"documents": str(docs)}, "vocab_size": 320,
              "model": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4,
                        "num_kv_heads": 2},
-             "seq_len": 32, "batch_size": 8, "micro_batch_size": micro, "steps": 6, "lr": 3e-3,
+             "seq_len": 32, "batch_size": 8, "micro_batch_size": micro, "steps": 6, "optimizer": {"lr": 3e-3},
              "log_every": 1, "threads": 1, "processes": processes}
     recipe = validate_recipe({"name": "ddp", "seed": 1, "executor": {"kind": "local", "workers": 1},
                               "stages": [stage]}, host.registries, host)

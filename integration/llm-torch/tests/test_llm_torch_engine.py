@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from llm_core.types import SamplingParams
+from llm_core.specs import SamplingSpec
 
 
 def test_registry_example_from_readme(tiny_engine):
@@ -12,7 +12,7 @@ def test_registry_example_from_readme(tiny_engine):
     tok = engine.tokenizer
     prompt = tok.encode(tok.apply_chat_template([{"role": "user", "content": "the river city"}],
                                                 add_generation_prompt=True))
-    groups = engine.generate([prompt], n=4, sampling=SamplingParams(max_new_tokens=12, seed=1))
+    groups = engine.generate([prompt], n=4, sampling=SamplingSpec(max_new_tokens=12, seed=1))
     assert len(groups) == 1 and len(groups[0]) == 4
     for sample in groups[0]:
         assert sample.prompt_ids == prompt
@@ -50,14 +50,13 @@ def test_loss_gets_only_what_it_names_and_may_return_metrics(tiny_engine):
     assert {"logprobs", "mask", "weights"} <= set(seen)
 
 
-def test_micro_batches_accumulate_to_the_full_batch_gradient(registries, tokenizer_dir):
-    from llm_torch.engine import token_logprobs  # noqa: F401  (engine module import)
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1}
 
+
+def test_micro_batches_accumulate_to_the_full_batch_gradient(registries, make_engine):
     loss = registries.losses.build("cross_entropy")
     ids = torch.randint(0, 300, (4, 16), generator=torch.Generator().manual_seed(0))
-    engines = [registries.engines.build("torch", {"model": {"hidden_size": 32, "intermediate_size": 64,
-                                                             "num_layers": 1, "num_heads": 2, "num_kv_heads": 1},
-                                                   "tokenizer": tokenizer_dir, "seed": 3}) for _ in range(2)]
+    engines = [make_engine(SMALL, lr=3e-4, seed=3) for _ in range(2)]
     full = engines[0].train_step({"input_ids": ids}, loss)
     micro = engines[1].train_step({"input_ids": ids}, loss, micro_batch_size=2)
     assert abs(full["loss"] - micro["loss"]) < 1e-6
@@ -65,15 +64,14 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(registries, tokeniz
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
-def test_save_and_load_restore_weights_and_optimizer(tiny_engine, registries, tmp_path):
+def test_save_and_load_restore_weights_and_optimizer(tiny_engine, make_engine, registries, tmp_path):
     loss = registries.losses.build("cross_entropy")
     batch = {"input_ids": torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(1))}
     tiny_engine.train_step(batch, loss)
-    tiny_engine.save(str(tmp_path / "ckpt"))
+    tiny_engine.save(str(tmp_path / "ckpt"), extra_state={"cursor": 7})
     expected = tiny_engine.train_step(batch, loss)
-    restored = registries.engines.build("torch", {"checkpoint": str(tmp_path / "ckpt"), "lr": 1e-2,
-                                                  "total_steps": 20})
-    restored.load(str(tmp_path / "ckpt"))
+    restored = make_engine(checkpoint=str(tmp_path / "ckpt"))
+    assert restored.load(str(tmp_path / "ckpt")) == {"cursor": 7}
     assert restored.step == 1
     again = restored.train_step(batch, loss)
     assert again["loss"] == expected["loss"] and again["lr"] == expected["lr"]
@@ -81,11 +79,8 @@ def test_save_and_load_restore_weights_and_optimizer(tiny_engine, registries, tm
         "<|im_start|>user\nhi<|im_end|>\n"
 
 
-def test_bf16_autocast_trains_and_stays_close_to_fp32(registries, tokenizer_dir):
-    shape = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
-    engines = {p: registries.engines.build("torch", {"model": shape, "tokenizer": tokenizer_dir, "seed": 0,
-                                                     "precision": p, "lr": 1e-2, "schedule": "constant"})
-               for p in ("fp32", "bf16")}
+def test_bf16_autocast_trains_and_stays_close_to_fp32(registries, make_engine):
+    engines = {p: make_engine(precision=p) for p in ("fp32", "bf16")}
     batch = {"input_ids": torch.randint(0, 300, (4, 32), generator=torch.Generator().manual_seed(0))}
     diff = (engines["fp32"].logprobs(batch) - engines["bf16"].logprobs(batch)).abs().max().item()
     assert 0 < diff < 0.1
@@ -106,11 +101,8 @@ def test_schedules():
     assert [round(wsd.lr(s), 3) for s in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0]
 
 
-def test_value_head_feeds_the_loss_and_trains(registries, tokenizer_dir):
-    engine = registries.engines.build("torch", {"model": {"hidden_size": 32, "intermediate_size": 64,
-                                                          "num_layers": 1, "num_heads": 2, "num_kv_heads": 1},
-                                                "tokenizer": tokenizer_dir, "value_head": True, "lr": 1e-2,
-                                                "schedule": "constant"})
+def test_value_head_feeds_the_loss_and_trains(make_engine):
+    engine = make_engine(SMALL, value_head=True)
     batch = {"input_ids": [[5, 6, 7, 8], [9, 10, 11, 12]], "returns": [1.0, -1.0]}
 
     def value_loss(values, returns):

@@ -49,6 +49,30 @@ def test_transformers_checkpoint_imports_with_same_logits(tmp_path):
     assert ours.num_parameters() == theirs.num_parameters()
 
 
+@pytest.mark.parametrize("factor", [4.0])
+def test_rope_scaled_transformers_checkpoint_keeps_its_scaling(tmp_path, factor):
+    """transformers 5 writes RoPE scaling as ``rope_parameters``; a linear x4 model imports scaled
+    (unscaled, its logits differed by about 6) and exports back in the same format."""
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                      rope_parameters={"rope_type": "linear", "factor": factor, "rope_theta": 5000.0})
+    theirs = transformers.LlamaForCausalLM(config).eval()
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    assert "rope_scaling" not in (tmp_path / "theirs" / "config.json").read_text()  # the new format only
+    ours, _ = hf.load_checkpoint(str(tmp_path / "theirs"))
+    assert ours.config.rope_theta == 5000.0 and ours.config.rope_scaling["factor"] == factor
+    ids = torch.randint(0, 300, (2, 200), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        diff = (ours.eval()(ids) - theirs(ids).logits).abs().max().item()
+    assert diff <= 1e-4, diff
+    hf.save_checkpoint(str(tmp_path / "ours"), ours, None)
+    again = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "ours"), dtype=torch.float32).eval()
+    assert again.config.rope_parameters["rope_type"] == "linear"
+    with torch.no_grad():
+        assert (again(ids).logits - theirs(ids).logits).abs().max().item() <= 1e-4
+
+
 def test_checkpoint_errors_name_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         hf.load_checkpoint(str(tmp_path))

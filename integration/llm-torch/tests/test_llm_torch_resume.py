@@ -25,9 +25,7 @@ seq_len = 32
 batch_size = 8
 micro_batch_size = 4
 steps = 24
-lr = 3e-3
-warmup_steps = 5
-schedule = "wsd"
+optimizer = {{ lr = 3e-3, warmup_steps = 5, schedule = "wsd" }}
 log_every = 1
 checkpoint_every = 8
 callbacks = ["loss_ema", "throughput"]
@@ -48,7 +46,7 @@ def _metrics(root):
 
 
 def _by_step(records):
-    """The last record of every step (a resumed run logs again the steps after its checkpoint)."""
+    """The last record of every step."""
     return {r["step"]: r for r in records if "loss" in r}
 
 
@@ -74,13 +72,17 @@ def test_sigkill_then_rerun_reproduces_every_loss(tmp_path, make_texts):
 
     resumed = _launch(recipe, tmp_path / "killed")
     assert resumed.wait(timeout=300) == 0
-    assert "resumed training at step" in resumed.stderr.read()
+    assert "pretrain: resumed at step" in resumed.stderr.read()
 
-    expected, got = _by_step(_metrics(tmp_path / "straight")), _by_step(_metrics(tmp_path / "killed"))
-    assert sorted(got) == list(range(24))
-    for step in range(24):
+    records = [r for r in _metrics(tmp_path / "killed") if "loss" in r]
+    assert [r["step"] for r in records] == list(range(1, 25)), "every step logged once, also across the kill"
+    expected, got = _by_step(_metrics(tmp_path / "straight")), _by_step(records)
+    for step in range(1, 25):
         for key in ("loss", "lr", "grad_norm", "loss_ema", "tokens_seen"):
             assert got[step][key] == expected[step][key], (step, key, got[step][key], expected[step][key])
     weights = [(tmp_path / run / "pretrain" / "checkpoint" / "model.safetensors").read_bytes()
                for run in ("straight", "killed")]
     assert weights[0] == weights[1]
+    assert not (tmp_path / "killed" / "pretrain" / "resume").exists(), "resume state is pruned once complete"
+    summary = json.loads((tmp_path / "killed" / "pretrain" / "manifest.json").read_text())["metrics"]
+    assert summary["first_loss"] == expected[1]["loss"], "the first loss is the run's, not the resumed step's"

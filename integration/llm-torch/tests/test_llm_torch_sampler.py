@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from llm_core.types import SamplingParams
+from llm_core.specs import SamplingSpec
 from llm_torch.decode import DecodeLinear, DecodeWeights
 from llm_torch.sampler import choose_tokens, filter_logits, inverse_cdf_sample, nucleus_mask
 
@@ -20,7 +20,7 @@ def _teacher_forced(engine, prompt, completion):
 
 def test_sampled_logprobs_equal_a_teacher_forced_pass(tiny_engine):
     prompts = [[5, 17, 42], [8], [3, 9, 27, 81, 100, 200, 7]]  # different lengths: left padding
-    sampling = SamplingParams(max_new_tokens=16, temperature=1.3, top_p=0.9, top_k=50, seed=7)
+    sampling = SamplingSpec(max_new_tokens=16, temperature=1.3, top_p=0.9, top_k=50, seed=7)
     groups = tiny_engine.generate(prompts, n=3, sampling=sampling)
     assert [len(g) for g in groups] == [3, 3, 3]
     worst = 0.0
@@ -34,7 +34,7 @@ def test_sampled_logprobs_equal_a_teacher_forced_pass(tiny_engine):
 def test_greedy_decoding_matches_uncached_argmax(tiny_engine):
     prompt = [11, 12, 13, 14]
     sample = tiny_engine.generate([prompt, [1, 2]], n=1,
-                                  sampling=SamplingParams(max_new_tokens=10, temperature=0))[0][0]
+                                  sampling=SamplingSpec(max_new_tokens=10, temperature=0))[0][0]
     ids = list(prompt)
     with torch.no_grad():
         for _ in range(len(sample.token_ids)):
@@ -44,9 +44,9 @@ def test_greedy_decoding_matches_uncached_argmax(tiny_engine):
 
 def test_stop_tokens_end_a_sample_and_are_kept(tiny_engine):
     prompt = [11, 12, 13]
-    free = tiny_engine.generate([prompt], 1, SamplingParams(max_new_tokens=8, temperature=0))[0][0]
+    free = tiny_engine.generate([prompt], 1, SamplingSpec(max_new_tokens=8, temperature=0))[0][0]
     stop = free.token_ids[3]
-    stopped = tiny_engine.generate([prompt], 1, SamplingParams(max_new_tokens=8, temperature=0,
+    stopped = tiny_engine.generate([prompt], 1, SamplingSpec(max_new_tokens=8, temperature=0,
                                                                stop_token_ids=(stop,)))[0][0]
     first = free.token_ids.index(stop)
     assert stopped.token_ids == free.token_ids[:first + 1]
@@ -54,7 +54,7 @@ def test_stop_tokens_end_a_sample_and_are_kept(tiny_engine):
 
 
 def test_seeded_sampling_is_reproducible_and_n_samples_differ(tiny_engine):
-    sampling = SamplingParams(max_new_tokens=12, temperature=1.0, seed=3)
+    sampling = SamplingSpec(max_new_tokens=12, temperature=1.0, seed=3)
     a = tiny_engine.generate([[4, 5, 6]], 4, sampling)[0]
     b = tiny_engine.generate([[4, 5, 6]], 4, sampling)[0]
     assert [s.token_ids for s in a] == [s.token_ids for s in b]
@@ -148,7 +148,7 @@ def test_generation_uses_the_weights_of_the_moment(tiny_engine):
     optimizer step (which changes the weights in place) greedy decoding follows the new weights."""
     from llm_core.builtins.losses import cross_entropy
 
-    prompt, greedy = [11, 12, 13, 14], SamplingParams(max_new_tokens=6, temperature=0)
+    prompt, greedy = [11, 12, 13, 14], SamplingSpec(max_new_tokens=6, temperature=0)
     before = tiny_engine.generate([prompt], 1, greedy)[0][0].token_ids
     other = (before[0] + 1) % tiny_engine.model.config.vocab_size  # teach a continuation it did not pick
     batch = {"input_ids": [prompt + [other] * 12] * 4}

@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from llm_core.artifacts import RunStore
+from llm_core.chat import encode_conversation
 from llm_core.config import validate_recipe
 from llm_core.plugins import get_host, reset_host
 from llm_core.runner import PipelineRunner
 from llm_core.types import Message
-from llm_torch.sft import encode_conversation
 from llm_torch.tokenizer import TextTokenizer
 
 CONVERSATIONS = [
@@ -96,7 +96,7 @@ def _recipe(host, tmp_path, chat, tokenizer_dir, template="llama3", steps=6):
     save_checkpoint(str(tmp_path / "base"), model, tok, {"peak_lr": 1e-3})
     return validate_recipe({"name": "sft", "executor": {"kind": "local", "workers": 1}, "stages": [
         {"name": "sft", "kind": "sft", "inputs": {"checkpoint": str(tmp_path / "base"), "conversations": str(chat)},
-         "chat_template": template, "seq_len": 64, "batch_size": 4, "steps": steps, "lr": 3e-3,
+         "chat_template": template, "seq_len": 64, "batch_size": 4, "steps": steps, "optimizer": {"lr": 3e-3},
          "log_every": 1, "threads": 1}]}, host.registries, host)
 
 
@@ -121,7 +121,8 @@ def test_sft_fails_up_front_when_most_records_are_bad(host, tmp_path, tokenizer_
     chat = tmp_path / "chat.jsonl"
     _write_chat(chat, good=2)
     recipe = _recipe(host, tmp_path, chat, tokenizer_dir)
-    with pytest.raises(ValueError, match=r"4 of 6 conversations are invalid.*chat.jsonl:3: the conversation has no"):
+    with pytest.raises(ValueError, match=r"4 of 6 conversations are malformed.*chat.jsonl:3: ValueError: the "
+                                         "conversation has no"):
         PipelineRunner(recipe, str(tmp_path / "run"), host).run()
 
 

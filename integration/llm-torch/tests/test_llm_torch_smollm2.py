@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from llm_core.types import SamplingParams
+from llm_core.specs import SamplingSpec
 
 pytestmark = pytest.mark.slow  # about 80 s: the GGUF dequantization in transformers dominates
 
@@ -45,14 +45,17 @@ def test_logits_match_transformers(imported):
 
 def test_greedy_completion_and_chat_template(imported, registries):
     _, folder = imported
-    engine = registries.engines.build("torch", {"checkpoint": folder, "trainable": False})
+    from llm_core.engines import build_rollout_engine
+    from llm_core.specs import RolloutSpec
+
+    engine = build_rollout_engine(RolloutSpec(name="torch"), registries, checkpoint=folder)
     tok = engine.tokenizer
-    greedy = SamplingParams(max_new_tokens=4, temperature=0)
+    greedy = SamplingSpec(max_new_tokens=4, temperature=0)
     sample = engine.generate([tok.encode("The capital of France is")], 1, greedy)[0][0]
     assert sample.text.startswith(" Paris"), sample.text
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                      add_generation_prompt=True)
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
-    answer = engine.generate([tok.encode(prompt)], 1, SamplingParams(max_new_tokens=24, temperature=0))[0][0]
+    answer = engine.generate([tok.encode(prompt)], 1, SamplingSpec(max_new_tokens=24, temperature=0))[0][0]
     assert "Paris" in answer.text and answer.finish_reason == "stop"
     assert answer.token_ids[-1] == tok.token_id("<|im_end|>")

@@ -14,7 +14,8 @@ from llm_core.plugins import get_host, reset_host
 from llm_core.runner import PipelineRunner
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1}
-TRAIN = {"seq_len": 32, "batch_size": 4, "steps": 8, "log_every": 1, "checkpoint_every": 4, "lr": 3e-3,
+LR = 3e-3
+TRAIN = {"seq_len": 32, "batch_size": 4, "steps": 8, "log_every": 1, "checkpoint_every": 4, "optimizer": {"lr": LR},
          "threads": 1}
 
 
@@ -53,13 +54,13 @@ def test_pretrain_with_the_plugin_z_loss_from_its_entry_point(host, corpus, tmp_
     assert host.registries.losses.get("cross_entropy").plugin == "core"
     z_loss = host.registries.losses.get("z_loss")
     assert z_loss.plugin == "example-loss"  # the third-party plugin's entry point, not llm_torch
-    result = run(host, tmp_path, [pretrain_stage(corpus, loss="z_loss", loss_options={"z_coef": 1e-3})])
+    result = run(host, tmp_path, [pretrain_stage(corpus, loss={"name": "z_loss", "options": {"z_coef": 1e-3}})])
     metrics = result["pretrain"].metrics
     assert metrics["steps"] == TRAIN["steps"] and metrics["final_loss"] < metrics["first_loss"]
     rejects = (tmp_path / "pretrain" / "rejects-tokens.jsonl").read_text().splitlines()
     assert len(rejects) == 1 and json.loads(rejects[0])["line"] == 301
     summary = json.loads((tmp_path / "pretrain" / "checkpoint" / "llmt.json").read_text())
-    assert summary["loss"] == "z_loss" and summary["peak_lr"] == TRAIN["lr"]
+    assert summary["loss"] == "z_loss" and summary["peak_lr"] == LR
 
 
 def test_default_loss_is_cores_cross_entropy_and_loss_falls(host, corpus, tmp_path):
@@ -115,14 +116,13 @@ def test_midtrain_defaults_to_a_tenth_of_the_peak_lr_and_warns_above(host, corpu
     stages = [pretrain_stage(corpus, steps=4),
               {"name": "mid", "kind": "midtrain", "inputs": {"checkpoint": "pretrain/checkpoint",
                "documents": str(new_docs), "replay": corpus}, "replay_ratio": 0.25,
-               **TRAIN, "lr": None, "steps": 4}]
-    stages[1].pop("lr")
+               **TRAIN, "optimizer": {}, "steps": 4}]  # optimizer.lr unset: a tenth of the peak
     run(host, tmp_path / "a", stages)
     mid = RunStore(str(tmp_path / "a")).read_metrics("mid")
-    assert mid[0]["lr"] == pytest.approx(TRAIN["lr"] / 10)
+    assert mid[0]["lr"] == pytest.approx(LR / 10)
     assert json.loads((tmp_path / "a" / "mid" / "checkpoint" / "llmt.json").read_text())["peak_lr"] == \
-        pytest.approx(TRAIN["lr"] / 10)
-    stages[1]["lr"] = TRAIN["lr"]
+        pytest.approx(LR / 10)
+    stages[1]["optimizer"] = {"lr": LR}
     with pytest.warns(UserWarning, match="above a tenth of the previous peak"):
         run(host, tmp_path / "b", stages)
 

@@ -46,7 +46,7 @@ def test_all_four_problems_in_one_message(tmp_path, host):
     assert len(info.value.problems) == 4
 
 
-def test_filter_steps_are_checked_by_the_validate_pipeline_hook(tmp_path, host):
+def test_filter_steps_are_checked_generically_through_their_references(tmp_path, host):
     data = load_recipe_file(_write(tmp_path, """
         name = "steps"
         [[stages]]
@@ -61,9 +61,10 @@ def test_filter_steps_are_checked_by_the_validate_pipeline_hook(tmp_path, host):
     with pytest.raises(RecipeError) as info:
         validate_recipe(data, host.registries, host)
     problems = info.value.problems
-    assert any(p.startswith("stages.clean.steps[0]: unknown filter 'lenght'; did you mean 'length'?") for p in problems)
-    assert any(p.startswith("stages.clean.steps[1].min_char: unknown option; did you mean 'min_chars'?")
+    assert any(p.startswith("stages.clean.steps[0].filter: unknown filter 'lenght'; did you mean 'length'?")
                for p in problems)
+    assert any(p.startswith("stages.clean.steps[1].filter.options.min_char: unknown option; did you mean "
+                            "'min_chars'?") for p in problems)
 
 
 def test_unknown_input_reference_and_cycle(tmp_path, host):

@@ -14,8 +14,8 @@ class GreeterConfig(Config):
 
 
 class Greeter:
-    def __init__(self, greeting: str, times: int):
-        self.text = " ".join([greeting] * times)
+    def __init__(self, config: GreeterConfig):
+        self.text = " ".join([config.greeting] * config.times)
 
 
 def test_add_build_and_attribution():
@@ -54,6 +54,19 @@ def test_unknown_name_suggests_close_matches():
     registry.add("gopher_quality", Greeter, config=GreeterConfig)
     with pytest.raises(UnknownComponentError, match="did you mean 'gopher_quality'"):
         registry.get("gopher_qualty")
+
+
+def test_factory_receives_the_validated_frozen_config():
+    registry = Registry("filters")
+    seen = []
+    registry.add("greeter", lambda config: seen.append(config) or Greeter(config), config=GreeterConfig)
+    registry.build("greeter", {"times": 3})
+    assert isinstance(seen[0], GreeterConfig) and seen[0].times == 3
+    with pytest.raises(ValidationError):
+        seen[0].times = 4  # frozen: nothing downstream can change what was validated
+    config = GreeterConfig(times=2)
+    registry.build("greeter", config)
+    assert seen[1] is config  # an already-validated config is passed through, not copied
 
 
 def test_component_without_options():

@@ -65,7 +65,7 @@ def _news_and_junk(n: int) -> tuple[list[str], list[str]]:
 def test_head_on_minilm_embeddings_and_filter(tmp_path):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gensim")
-    from llm_data.filters.quality_classifier import QualityClassifierFilter
+    from llm_data.filters.quality_classifier import QualityClassifierConfig, QualityClassifierFilter
 
     news, junk = _news_and_junk(40)
     head = train_head(news + junk, [1.0] * len(news) + [0.0] * len(junk), threshold=0.5, test_fraction=0.25,
@@ -73,9 +73,9 @@ def test_head_on_minilm_embeddings_and_filter(tmp_path):
     assert head.report["test"] == 20 and head.report["test_f1"] >= 0.9
     head.save(str(tmp_path / "classifier.json"))
     assert QualityHead.load(str(tmp_path / "classifier.json")).report == head.report
-    f = QualityClassifierFilter(classifier=str(tmp_path / "classifier.json"))
+    f = QualityClassifierFilter(QualityClassifierConfig(classifier=str(tmp_path / "classifier.json")))
     docs = [Document("n", news[-1]), Document("j", junk[-1])]
     assert f.filter_batch(docs) == [None, "quality_classifier:low_score"]
     assert docs[0].metadata["quality_score"] > docs[1].metadata["quality_score"]
     with pytest.raises(FileNotFoundError, match="train_quality_classifier"):
-        QualityClassifierFilter(classifier=str(tmp_path / "missing.json"))
+        QualityClassifierFilter(QualityClassifierConfig(classifier=str(tmp_path / "missing.json")))

@@ -96,16 +96,18 @@ def test_tokens_writer_format(tmp_path):
     assert tokens.tolist() == expected
 
 
-def test_tokens_writer_tokenizer_json_and_uint32(tmp_path):
+def test_tokens_writer_with_a_tokenizer_json(tmp_path):
+    """Any tokenizer.json works; the token file's dtype is the narrowest that holds its vocabulary."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     tok = Tokenizer(models.WordLevel({"[UNK]": 0, "<eos>": 1, "text": 2, "number": 3}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(tmp_path / "tokenizer.json"))
     writer = get_registries().writers.build("tokens", {"tokenizer": str(tmp_path / "tokenizer.json"),
-                                                       "eos_token": "<eos>", "dtype": "uint32"})
+                                                       "eos_token": "<eos>"})
     writer.write(str(tmp_path / "t"), DOCS[:1])
-    assert np.fromfile(tmp_path / "t" / "tokens-00000.bin", dtype="<u4").tolist() == [2, 3, 0, 1]
+    assert json.loads((tmp_path / "t" / "meta.json").read_text())["dtype"] == "uint16"
+    assert np.fromfile(tmp_path / "t" / "tokens-00000.bin", dtype="<u2").tolist() == [2, 3, 0, 1]
     with pytest.raises(ValueError, match="eos_token"):
         get_registries().writers.build("tokens", {"tokenizer": str(tmp_path / "tokenizer.json")}).write(
             str(tmp_path / "u"), DOCS[:1])

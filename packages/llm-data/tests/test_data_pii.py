@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_data.filters.pii import PiiRedactor, iban_valid, luhn_valid
+from llm_data.filters.pii import PiiConfig, PiiRedactor, iban_valid, luhn_valid
 
 
 @pytest.mark.parametrize(("text", "kind", "placeholder"), [
@@ -17,7 +17,7 @@ from llm_data.filters.pii import PiiRedactor, iban_valid, luhn_valid
     ("iban GB82 WEST 1234 5698 7654 32 please", "iban", "<IBAN>"),
 ])
 def test_redacts_each_kind(make_doc, text, kind, placeholder):
-    doc = PiiRedactor().transform(make_doc(text))
+    doc = PiiRedactor(PiiConfig()).transform(make_doc(text))
     assert placeholder in doc.text
     assert doc.metadata["pii"] == {kind: 1}
 
@@ -30,13 +30,13 @@ def test_redacts_each_kind(make_doc, text, kind, placeholder):
     "no at sign here",
 ])
 def test_leaves_lookalikes(make_doc, text):
-    doc = PiiRedactor().transform(make_doc(text))
+    doc = PiiRedactor(PiiConfig()).transform(make_doc(text))
     assert doc.text == text and "pii" not in doc.metadata
 
 
 def test_kinds_option_and_counts(make_doc):
     text = "a@b.com, c@d.org and 10.0.0.1"
-    doc = PiiRedactor(kinds=["email"]).transform(make_doc(text))
+    doc = PiiRedactor(PiiConfig(kinds=["email"])).transform(make_doc(text))
     assert doc.text == "<EMAIL>, <EMAIL> and 10.0.0.1" and doc.metadata["pii"] == {"email": 2}
 
 

@@ -29,12 +29,12 @@ def base_stages() -> list[dict[str, Any]]:
          "cold_start_traces": 64, "terse_fraction": 0.5, "pretrain_solved": 200,
          "pretrain_drills": 100},
         {"name": "pretrain", "kind": "pretrain", "inputs": {"documents": "data/documents"}, "vocab_size": 300,
-         "seq_len": 96, "model": TINY_MODEL, "batch_size": 8, "steps": 15, "lr": 3e-3, "threads": 1,
+         "seq_len": 96, "model": TINY_MODEL, "batch_size": 8, "steps": 15, "optimizer": {"lr": 3e-3}, "threads": 1,
          "log_every": 5, "checkpoint_every": 100},
         {"name": "cold_start", "kind": "sft", "inputs": {"checkpoint": "pretrain/checkpoint",
                                                           "conversations": "data/traces"},
-         "chat_template": "chatml", "seq_len": 256, "batch_size": 8, "steps": 4, "lr": 1e-3, "threads": 1,
-         "log_every": 2, "checkpoint_every": 100},
+         "chat_template": "chatml", "seq_len": 256, "batch_size": 8, "steps": 4, "optimizer": {"lr": 1e-3},
+         "threads": 1, "log_every": 2, "checkpoint_every": 100},
     ]
 
 

@@ -66,13 +66,18 @@ def registries():
     ("reinforce_pp", {"group_baseline": True}, lambda r: naive_reinforce_pp(r, baseline=True)),
 ])
 def test_estimator_parity(registries, name, options, reference):
+    """float64 rewards give float64 advantages equal to the naive formula to 1e-12 (no hidden cast
+    to float32); float32 rewards stay float32."""
     estimator = registries.advantage_estimators.build(name, options)
     for seed in range(3):
         rows = _rewards(seed=seed)
-        got = estimator(torch.tensor(rows, dtype=torch.float64)).tolist()
+        out = estimator(torch.tensor(rows, dtype=torch.float64))
+        assert out.dtype == torch.float64
         want = reference(rows)
-        for g_row, w_row in zip(got, want, strict=True):
-            assert g_row == pytest.approx(w_row, abs=1e-5)
+        for g_row, w_row in zip(out.tolist(), want, strict=True):
+            assert g_row == pytest.approx(w_row, abs=1e-12)
+        assert estimator(torch.tensor(rows, dtype=torch.float32)).dtype == torch.float32
+    assert estimator(torch.tensor([[1, 0, 1, 1], [0, 0, 1, 0]])).dtype == torch.float32  # integer rewards
 
 
 def test_grpo_constant_group_gives_zero_advantage(registries):

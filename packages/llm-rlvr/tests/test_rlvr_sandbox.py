@@ -15,7 +15,7 @@ import time
 import pytest
 
 from llm_rlvr.sandbox import Sandbox, SandboxLimits, bwrap_usable
-from llm_rlvr.verifiers.code import CodeVerifier
+from llm_rlvr.verifiers.code import CodeConfig, CodeVerifier
 
 LIMITS = SandboxLimits(wall_seconds=4, cpu_seconds=2, memory_mb=256, output_bytes=10_000, processes=16)
 IS_ROOT = os.geteuid() == 0
@@ -33,8 +33,9 @@ def isolation(request):
 
 
 def _verifier(isolation: str) -> CodeVerifier:
-    return CodeVerifier(isolation=isolation, wall_seconds=LIMITS.wall_seconds, cpu_seconds=LIMITS.cpu_seconds,
-                        memory_mb=LIMITS.memory_mb, processes=LIMITS.processes, output_bytes=LIMITS.output_bytes)
+    return CodeVerifier(CodeConfig(isolation=isolation, wall_seconds=LIMITS.wall_seconds,
+                                   cpu_seconds=LIMITS.cpu_seconds, memory_mb=LIMITS.memory_mb,
+                                   processes=LIMITS.processes, output_bytes=LIMITS.output_bytes))
 
 
 def _assert_contained(isolation: str, program: str, max_seconds: float = 8.0):

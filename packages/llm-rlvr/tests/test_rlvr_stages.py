@@ -11,17 +11,17 @@ import pytest
 from llm_rlvr.arithmetic import cold_start_chats, one_line_expression, split_problems
 
 # A reward that varies even for an untrained model (so groups are not uniform): shorter is better.
-SHORT_REWARD = {"verifier": "length_penalty",
-                "verifier_options": {"verifier": "format", "options": {"pattern": ".*"}, "max_chars": 80,
-                                     "buffer_chars": 70}}
+SHORT_REWARD = {"verifier": {"name": "length_penalty", "workers": 0,
+                             "options": {"verifier": "format", "options": {"pattern": ".*"}, "max_chars": 80,
+                                         "buffer_chars": 70}}}
 
 
-def grpo_stage(name="grpo", steps=3, **extra):
+def grpo_stage(name="grpo", steps=3, kl_coef=0.0, **extra):
     return {"name": name, "kind": "grpo", "inputs": {"checkpoint": "cold_start/checkpoint",
                                                       "problems": "data/train", "heldout": "data/heldout"},
-            **SHORT_REWARD, "group_size": 4, "prompts_per_step": 3, "steps": steps, "lr": 1e-3,
-            "max_new_tokens": 16, "threads": 1, "verifier_workers": 0, "eval_every": 2, "eval_problems": 8,
-            **extra}
+            **SHORT_REWARD, "group_size": 4, "prompts_per_step": 3, "steps": steps, "optimizer": {"lr": 1e-3},
+            "loss": {"name": "grpo", "options": {"kl_coef": kl_coef}},
+            "sampling": {"max_new_tokens": 16}, "threads": 1, "eval": {"every": 2, "problems": 8}, **extra}
 
 
 def _base(tiny_run: str, root: Path):
@@ -92,11 +92,12 @@ def test_grpo_logs_what_users_need(tiny_run, tmp_path, recipe_runner):
 
 
 def test_grpo_rejects_kl_for_a_loss_without_it(tiny_run, tmp_path, recipe_runner):
-    from llm_core.hookspecs import hookimpl  # noqa: F401
+    from llm_core.errors import RecipeError
 
     _base(tiny_run, tmp_path)
-    with pytest.raises(ValueError, match="takes no kl_coef"):
-        recipe_runner([grpo_stage(steps=1, kl_coef=0.1, loss="cross_entropy")], str(tmp_path))
+    stage = grpo_stage(steps=1, loss={"name": "cross_entropy", "options": {"kl_coef": 0.1}})
+    with pytest.raises(RecipeError, match=r"stages.grpo.loss.options.kl_coef: unknown option"):
+        recipe_runner([stage], str(tmp_path))
 
 
 def test_grpo_resume_matches_uninterrupted(tiny_run, tmp_path, recipe_runner, monkeypatch):
@@ -108,17 +109,18 @@ def test_grpo_resume_matches_uninterrupted(tiny_run, tmp_path, recipe_runner, mo
     _base(tiny_run, broken)
     recipe_runner([stage], str(whole))
 
-    original = GrpoStage.step
+    original = GrpoStage.plan_step
 
-    def dies_at_step_3(self, ctx, c, problems, step):
+    def dies_at_step_3(self, ctx, parts, problems, step):
         if step == 3:
             raise KeyboardInterrupt("killed")
-        return original(self, ctx, c, problems, step)
+        return original(self, ctx, parts, problems, step)
 
-    monkeypatch.setattr(GrpoStage, "step", dies_at_step_3)
+    monkeypatch.setattr(GrpoStage, "plan_step", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         recipe_runner([stage], str(broken))
-    monkeypatch.setattr(GrpoStage, "step", original)
+    assert (broken / "grpo/resume/latest.json").exists()
+    monkeypatch.setattr(GrpoStage, "plan_step", original)
     recipe_runner([stage], str(broken))
 
     from safetensors.torch import load_file
@@ -130,15 +132,17 @@ def test_grpo_resume_matches_uninterrupted(tiny_run, tmp_path, recipe_runner, mo
     rewards = {m["step"]: m["reward_mean"] for m in _metrics(whole, "grpo") if "reward_mean" in m}
     resumed = {m["step"]: m["reward_mean"] for m in _metrics(broken, "grpo") if "reward_mean" in m}
     assert resumed == rewards
+    logged = [m["step"] for m in _metrics(broken, "grpo") if "reward_mean" in m]
+    assert logged == sorted(set(logged)), "no step is logged twice across the resume"
 
 
 def test_rejection_sampling_keeps_verified_distinct(tiny_run, tmp_path, recipe_runner):
     _base(tiny_run, tmp_path)
     rs = {"name": "rs", "kind": "rejection_sampling",
           "inputs": {"checkpoint": "cold_start/checkpoint", "problems": "data/train"},
-          "verifier": "format", "verifier_options": {"pattern": ".*"}, "temperature": 0.0,
-          "samples_per_prompt": 3, "max_prompts": 5, "keep_per_prompt": 2, "max_new_tokens": 12,
-          "verifier_workers": 0}
+          "verifier": {"name": "format", "options": {"pattern": ".*"}, "workers": 0},
+          "sampling": {"temperature": 0.0, "max_new_tokens": 12},
+          "samples_per_prompt": 3, "max_prompts": 5, "keep_per_prompt": 2}
     recipe_runner([rs], str(tmp_path))
     report = json.loads((tmp_path / "rs/report.json").read_text())
     # Greedy: the 3 samples of a prompt are identical, so 1 is kept and 2 are duplicates.
@@ -146,7 +150,8 @@ def test_rejection_sampling_keeps_verified_distinct(tiny_run, tmp_path, recipe_r
     chats = [json.loads(x) for x in (tmp_path / "rs/conversations/conversations.jsonl").read_text().splitlines()]
     assert [c["messages"][1]["role"] for c in chats] == ["assistant"] * 5
 
-    never = {**rs, "name": "rs_none", "verifier": "math", "verifier_options": {"last_number_fallback": False}}
+    never = {**rs, "name": "rs_none",
+             "verifier": {"name": "math", "options": {"last_number_fallback": False}, "workers": 0}}
     with pytest.raises(ValueError, match="kept nothing"):
         recipe_runner([never], str(tmp_path))
 
@@ -171,7 +176,8 @@ def test_eval_table_and_plot(tiny_run, tmp_path, recipe_runner, capsys):
     _base(tiny_run, tmp_path)
     ev = {"name": "eval", "kind": "rlvr_eval", "inputs": {"problems": "data/heldout", "base": "cold_start/checkpoint",
                                                          "grpo": "grpo/checkpoint"},
-          "compare": [["base", "grpo"]], "max_new_tokens": 12, "verifier_workers": 0, "max_problems": 20,
+          "compare": [["base", "grpo"]], "sampling": {"max_new_tokens": 12}, "verifier": {"workers": 0},
+          "max_problems": 20,
           "sampled_temperature": 1.0, "samples_per_problem": 2}
     recipe_runner([grpo_stage(steps=2), ev], str(tmp_path))
     table = (tmp_path / "eval/pass_at_1.md").read_text()
@@ -209,10 +215,12 @@ def test_validate_names_every_bad_component_at_once():
     recipe = {"name": "bad", "stages": [
         {"name": "data", "kind": "arithmetic_problems"},
         {"name": "g", "kind": "grpo", "inputs": {"checkpoint": "data", "problems": "data/train"},
-         "verifier": "mathh", "estimator": "rlooo", "loss_options": {"clip_low": 2.0}}]}
+         "verifier": "mathh", "estimator": "rlooo", "loss": {"name": "grpo", "options": {"clip_low": 2.0}},
+         "seed": "abc"}]}
     with pytest.raises(RecipeError) as error:
         validate_recipe(recipe, host.registries, host)
     text = str(error.value)
     assert "stages.g.verifier: unknown verifier 'mathh'; did you mean 'math'?" in text
     assert "stages.g.estimator: unknown advantage estimator 'rlooo'" in text
-    assert "stages.g.loss.clip_low" in text
+    assert "stages.g.loss.options.clip_low" in text
+    assert "stages.g.seed" in text  # a bad field of the stage hides none of its components' problems

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llm_core.plugins import get_registries
+from llm_core.refs import VerifierRef
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +83,9 @@ def test_pool_matches_in_process():
     from llm_rlvr.pool import VerifierPool
 
     items = [("", f"\\boxed{{{i}}}", str(i if i % 3 else i + 1)) for i in range(30)]
-    with VerifierPool("math", workers=0) as local:
+    with VerifierPool(VerifierRef(name="math"), workers=0) as local:
         expected = [v.passed for v in local.verify_many(items)]
-    with VerifierPool("math", workers=2, timeout_s=20) as pool:
+    with VerifierPool(VerifierRef(name="math"), workers=2, timeout_s=20) as pool:
         got = [f.result().passed for f in pool.submit_many(items)]
     assert got == expected
 
@@ -92,7 +93,7 @@ def test_pool_matches_in_process():
 def test_pool_submit_does_not_wait_for_verdicts():
     from llm_rlvr.pool import VerifierPool
 
-    with VerifierPool("code", workers=2, timeout_s=30) as pool:
+    with VerifierPool(VerifierRef(name="code"), workers=2, timeout_s=30) as pool:
         futures = pool.submit_many([("", "import time; time.sleep(1.5)", "")] * 2)
         assert not any(f.done() for f in futures)  # the caller is free to keep generating
         assert all(f.result().passed for f in futures)
@@ -102,7 +103,8 @@ def test_pool_times_out_a_stuck_sample(tmp_path):
     """A verifier stuck on one sample scores it 0 and the pool carries on with the next."""
     from llm_rlvr.pool import VerifierPool
 
-    with VerifierPool("code", {"wall_seconds": 30, "cpu_seconds": 30}, workers=1, timeout_s=2) as pool:
+    with VerifierPool(VerifierRef(name="code", options={"wall_seconds": 30, "cpu_seconds": 30}), workers=1,
+                      timeout_s=2) as pool:
         stuck = pool.submit("", "while True: pass", "")
         fine = pool.submit("", "assert 1 + 1 == 2", "")
         verdict = stuck.result()

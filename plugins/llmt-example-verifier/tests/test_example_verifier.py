@@ -38,7 +38,7 @@ def test_used_from_a_recipe(tmp_path):
     recipe = validate_recipe({
         "name": "score", "executor": {"kind": "local", "workers": 1},
         "stages": [{"name": "score", "kind": "verify", "inputs": {"completions": str(completions)},
-                    "verifier": "json_keys", "verifier_options": {"required_keys": ["name", "age"]}}],
+                    "verifier": {"name": "json_keys", "options": {"required_keys": ["name", "age"]}}}],
     }, host.registries, host)
     result = PipelineRunner(recipe, str(tmp_path / "run"), host).run()["score"]
     assert result.metrics["completions"] == 3

@@ -38,51 +38,52 @@ def barrier() -> None:
         dist.barrier()
 
 
-def launch(ctx: StageContext, processes: int, options: dict[str, Any]) -> None:
-    """Run the stage ``ctx`` describes, with ``options``, in ``processes`` torchrun workers."""
+def launch(ctx: StageContext, config: Any) -> None:
+    """Run the stage ``ctx`` describes with ``config`` (its validated config) in ``config.processes``
+    torchrun workers."""
     if "memory://" in ctx.stage_dir:
         raise ValueError(f"stage {ctx.name!r}: processes > 1 needs a run root that every process can "
                          "reach (a local path or an object store), not memory://")
-    plain = {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in options.items()}
-    spec = {"name": ctx.name, "kind": ctx.kind, "stage_dir": ctx.stage_dir, "inputs": ctx.inputs,
-            "seed": ctx.seed, "fingerprint": ctx.fingerprint, "root": ctx.store.root,
-            "settings": ctx.settings, "options": plain}
+    spec = {"context": ctx.to_spec(), "options": config.model_dump(mode="json")}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(spec, handle, default=str)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "llm_torch.distributed", handle.name]
+        json.dump(spec, handle)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={config.processes}", "-m", "llm_torch.distributed", handle.name]
     try:
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         done = subprocess.run(command, check=False, env=env)
     finally:
         os.unlink(handle.name)
     if done.returncode != 0:
-        raise RuntimeError(f"stage {ctx.name!r}: torchrun with {processes} processes failed "
+        raise RuntimeError(f"stage {ctx.name!r}: torchrun with {config.processes} processes failed "
                            f"(exit {done.returncode}); see the workers' output above")
 
 
 def worker_main(spec_path: str) -> None:
+    """One torchrun worker: the same stage, from the same validated options, as one of the processes."""
     import torch
     import torch.distributed as dist
 
-    from llm_core import artifacts
+    from llm_core.errors import RecipeError
+    from llm_core.executors.local import LocalExecutor, LocalExecutorConfig
     from llm_core.plugins import get_registries
+    from llm_core.refs import resolve_refs
 
     with open(spec_path) as handle:
         spec = json.load(handle)
-    backend = "nccl" if torch.cuda.is_available() and spec["options"].get("device", "cpu") != "cpu" else "gloo"
-    dist.init_process_group(backend)
+    context = spec["context"]
+    options = {**spec["options"], "processes": 1}  # this worker is one of the processes
+    device = (options.get("engine") or {}).get("device", "cpu")
+    dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
     try:
         registries = get_registries()
-        entry = registries.stages.get(spec["kind"])
-        options = {**spec["options"], "processes": 1}  # this worker is one of the processes
-        stage = entry.build(options)
-        ctx = StageContext(name=spec["name"], kind=spec["kind"], stage_dir=spec["stage_dir"],
-                           inputs=spec["inputs"], seed=spec["seed"], fingerprint=spec["fingerprint"],
-                           store=artifacts.RunStore(spec["root"]),
-                           executor=registries.executors.build("local", {"workers": 1}),
-                           registries=registries, settings=spec["settings"])
-        stage.run(ctx)
+        entry = registries.stages.get(context["kind"])
+        config = entry.parse(options)
+        problems = resolve_refs(config, registries, f"stages.{context['name']}")
+        if problems:
+            raise RecipeError(problems, source=f"stage {context['name']!r} (worker)")
+        ctx = StageContext.from_spec(context, registries, LocalExecutor(LocalExecutorConfig(workers=1)))
+        entry.build(config).run(ctx)
     finally:
         dist.destroy_process_group()
 

@@ -1,7 +1,7 @@
-"""``TorchEngine``: the embedded policy, both a ``TrainEngine`` and a ``RolloutEngine``.
+"""``TorchEngine``: the embedded policy, both a ``TrainEngine`` and a ``RolloutEngine`` (llm_core.engines).
 
-Built from the registry (``registries.engines.build("torch", {"checkpoint": path, ...})``) or
-directly. See the package README for the batch keys and what a loss function receives.
+Stages get one from the registry (``ctx.train_engine(EngineSpec(name="torch"), checkpoint=...)``);
+tests and benchmarks may also build one directly from a model and a tokenizer.
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ import dataclasses
 import inspect
 import io
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from llm_core.types import Sample, SamplingParams
+from llm_core.engines import EngineRequest, Weights
+from llm_core.specs import OptimizerSpec, SamplingSpec
+from llm_core.types import Sample
 from llm_torch import hf, sampler
 from llm_torch.model import LlamaModel, ModelConfig
-from llm_torch.schedules import Schedule, ScheduleName
+from llm_torch.schedules import Schedule
 from llm_torch.tokenizer import TextTokenizer
 
 IGNORE_INDEX = -100
-Precision = Literal["fp32", "bf16"]
 # Keys of a batch the engine itself consumes; every other key is handed to the loss function.
 ENGINE_KEYS = ("input_ids", "attention_mask", "labels", "loss_mask")
 TRAINING_STATE = "training_state.pt"
@@ -35,54 +36,80 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class TorchEngine:
-    """A Llama-style policy with its tokenizer, AdamW optimizer and learning-rate schedule."""
+class TorchBackend:
+    """What the registry builds for ``engines`` / ``rollout_engines`` named ``torch``."""
 
-    def __init__(self, checkpoint: str | None = None, *, model: LlamaModel | ModelConfig | None = None,
-                 tokenizer: TextTokenizer | None = None, device: str = "cpu", precision: Precision = "fp32",
-                 lr: float = 3e-4, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
-                 grad_clip: float | None = 1.0, schedule: ScheduleName = "constant", warmup_steps: int = 0,
-                 total_steps: int = 1000, min_lr_ratio: float = 0.1, decay_fraction: float = 0.2,
-                 seed: int = 0, value_head: bool = False, trainable: bool = True):
+    def train_engine(self, request: EngineRequest) -> TorchEngine:
+        return TorchEngine.from_request(request)
+
+    def rollout_engine(self, request: EngineRequest) -> TorchEngine:
+        return TorchEngine.from_request(dataclasses.replace(request, optimizer=None))
+
+
+class TorchEngine:
+    """A Llama-style policy with its tokenizer, AdamW optimizer (``None``: frozen) and lr schedule."""
+
+    def __init__(self, model: LlamaModel, tokenizer: TextTokenizer | None = None, *,
+                 optimizer: OptimizerSpec | None = None, total_steps: int = 1, device: str = "cpu",
+                 precision: str = "fp32", seed: int = 0):
         torch.manual_seed(seed)
         self.device = resolve_device(device)
         self.precision = precision
-        if checkpoint is not None:
-            self.model, loaded_tokenizer = hf.load_checkpoint(checkpoint, value_head=value_head or None)
-            tokenizer = tokenizer or loaded_tokenizer
-        elif isinstance(model, LlamaModel):
-            self.model = model
-        elif isinstance(model, ModelConfig):
-            self.model = LlamaModel(dataclasses.replace(model, value_head=model.value_head or value_head))
-        else:
-            raise ValueError("TorchEngine needs a checkpoint folder or a model (LlamaModel / ModelConfig)")
-        self.model.to(self.device)
+        self.model = model.to(self.device)
         self.tokenizer = tokenizer
-        self.schedule = Schedule(lr, total_steps, warmup_steps, schedule, min_lr_ratio, decay_fraction)
-        self.grad_clip = grad_clip
+        self.optimizer_spec = optimizer
+        spec = optimizer or OptimizerSpec()
+        self.schedule = Schedule(spec.lr, total_steps, spec.warmup_steps, spec.schedule, spec.min_lr_ratio,
+                                 spec.decay_fraction)
+        self.grad_clip = spec.grad_clip
         self.step = 0  # optimizer steps taken
         self.optimizer: torch.optim.Optimizer | None = None
-        if trainable:
-            self.optimizer = self._build_optimizer(lr, weight_decay, betas)
+        if optimizer is not None:
+            self.optimizer = self._build_optimizer(spec)
         else:
             self.model.requires_grad_(False).eval()
         self._trainer_model: torch.nn.Module = self.model
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and trainable:
+        if _distributed() and optimizer is not None:
             from torch.nn.parallel import DistributedDataParallel
 
             self._trainer_model = DistributedDataParallel(self.model)
 
-    def _build_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float]):
+    @classmethod
+    def from_request(cls, request: EngineRequest) -> TorchEngine:
+        """Build what a stage asked for: a checkpoint, or a fresh model of a shape for a tokenizer."""
+        if request.checkpoint is not None:
+            model, tokenizer = hf.load_checkpoint(request.checkpoint, value_head=request.value_head or None)
+            if request.tokenizer is not None:
+                tokenizer = TextTokenizer.load(request.tokenizer)
+            if request.max_seq_len and request.max_seq_len > model.config.max_seq_len:
+                model.config.max_seq_len = request.max_seq_len  # trained longer: the config says so
+        else:
+            tokenizer = TextTokenizer.load(request.tokenizer)
+            config = ModelConfig(vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+                                 bos_id=tokenizer.bos_id, value_head=request.value_head,
+                                 max_seq_len=request.max_seq_len or 2048, **request.model.model_dump())
+            torch.manual_seed(request.seed)
+            model = LlamaModel(config)
+        if request.chat_template is not None and tokenizer is not None:
+            tokenizer = tokenizer.with_chat_template(request.chat_template)
+        return cls(model, tokenizer, optimizer=request.optimizer, total_steps=request.total_steps,
+                   device=request.device, precision=request.precision, seed=request.seed)
+
+    @property
+    def is_main(self) -> bool:
+        return not _distributed() or torch.distributed.get_rank() == 0
+
+    def _build_optimizer(self, spec: OptimizerSpec):
         # No weight decay on norms and biases (1-d tensors), as GPT-2 / Llama training does.
         params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         # The fused kernel updates each tensor in one pass (about 5x faster than foreach on CPU);
         # other device types fall back to foreach. The optimizer state is the same either way.
         if self.device.type in ("cpu", "cuda"):
-            return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+            return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, fused=True)
+        return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, foreach=True)
 
     # --- batches ----------------------------------------------------------------------------
 
@@ -173,6 +200,8 @@ class TorchEngine:
             metrics = self.forward_backward(part, loss_fn, scale=share, sync=k == len(chunks) - 1)
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + (value if key == "tokens" else value * share)
+        if _distributed():  # report the global batch, not this rank's share
+            totals = _mean_over_ranks(totals)
         return {**totals, **self.optimizer_step()}
 
     @torch.no_grad()
@@ -184,15 +213,14 @@ class TorchEngine:
     def reference(self) -> TorchEngine:
         """A frozen copy of the current weights (for KL penalties); it shares nothing with self."""
         frozen = copy.deepcopy(self.model).requires_grad_(False).eval()
-        return TorchEngine(model=frozen, tokenizer=self.tokenizer, device=str(self.device),
-                           precision=self.precision, trainable=False)
+        return TorchEngine(frozen, self.tokenizer, device=str(self.device), precision=self.precision)
 
     # --- RolloutEngine ------------------------------------------------------------------------
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int = 1,
-                 sampling: SamplingParams | None = None) -> list[list[Sample]]:
+                 sampling: SamplingSpec | None = None) -> list[list[Sample]]:
         """``n`` samples per prompt with per-token logprobs; stops at the chat end-of-turn / EOS."""
-        sampling = sampling or SamplingParams()
+        sampling = sampling or SamplingSpec()
         tok = self.tokenizer
         was_training = self.model.training
         self.model.eval()
@@ -205,33 +233,54 @@ class TorchEngine:
         finally:
             self.model.train(was_training)
 
-    def update_weights(self, state: Any) -> None:
-        """Take new weights: a state dict, another ``TorchEngine``, or a checkpoint folder."""
-        if isinstance(state, TorchEngine):
-            state = state.model.state_dict()
-        elif isinstance(state, str):
-            state = hf.load_checkpoint(state)[0].state_dict()
-        self.model.load_state_dict(state, strict=False)
+    def update_weights(self, weights: Weights | TorchEngine) -> None:
+        """Take new weights: an HF folder, HF-named tensors, or another ``TorchEngine`` (in process)."""
+        if isinstance(weights, TorchEngine):
+            weights = weights.model.state_dict()
+        elif isinstance(weights, str):
+            weights = hf.load_checkpoint(weights)[0].state_dict()
+        missing, unexpected = self.model.load_state_dict(dict(weights), strict=False)
+        missing = [k for k in missing if not (k == "lm_head.weight" and self.model.config.tie_embeddings)
+                   and not k.startswith("value_head.")]
+        if missing or unexpected:
+            raise ValueError(f"update_weights: the weights do not fit this model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+
+    def sleep(self) -> None:
+        """Nothing to release: decoding buffers live only inside a ``generate`` call."""
+
+    def wake(self) -> None:
+        """See ``sleep``."""
 
     # --- checkpoints --------------------------------------------------------------------------
 
-    def export_hf(self, uri: str, extra: dict[str, Any] | None = None) -> None:
-        """Weights, config and tokenizer as an HF Llama folder (no optimizer state)."""
-        summary = {"peak_lr": self.schedule.peak_lr, "steps": self.step, **(extra or {})}
-        hf.save_checkpoint(uri, self.model, self.tokenizer, summary)
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under HF Llama names (they are HF's already, see ``model.py``)."""
+        return {k: v.detach() for k, v in self.model.state_dict().items()}
 
-    def save(self, uri: str, extra: dict[str, Any] | None = None) -> None:
-        """An HF folder plus ``training_state.pt`` (optimizer, step, RNG) beside the weights."""
+    def export_hf(self, uri: str, summary: Mapping[str, Any] | None = None) -> None:
+        """Weights, config and tokenizer as an HF Llama folder (no optimizer state)."""
+        hf.save_checkpoint(uri, self.model, self.tokenizer,
+                           {"peak_lr": self.schedule.peak_lr, "steps": self.step, **(summary or {})})
+
+    def save(self, uri: str, extra_state: Mapping[str, Any] | None = None) -> None:
+        """An HF folder plus ``training_state.pt`` (optimizer, step, RNG, ``extra_state``), written last.
+
+        Every process may call it; in data-parallel training only rank 0 writes (the replicas are
+        identical), and the others wait until the state is complete."""
         from llm_core.artifacts import atomic_open, join
 
-        self.export_hf(uri)
-        buffer = io.BytesIO()
-        torch.save({**self.training_state(), "extra": extra or {}}, buffer)
-        with atomic_open(join(uri, TRAINING_STATE), "wb") as handle:
-            handle.write(buffer.getvalue())
+        if self.is_main:
+            self.export_hf(uri)
+            buffer = io.BytesIO()
+            torch.save({**self.training_state(), "extra": dict(extra_state or {})}, buffer)
+            with atomic_open(join(uri, TRAINING_STATE), "wb") as handle:
+                handle.write(buffer.getvalue())
+        if _distributed():
+            torch.distributed.barrier()
 
     def load(self, uri: str) -> dict[str, Any]:
-        """Restore weights and, when present, the training state; returns the saved ``extra``."""
+        """Restore weights and, when present, the training state; returns the saved ``extra_state``."""
         import fsspec
 
         from llm_core.artifacts import exists, join
@@ -256,6 +305,19 @@ class TorchEngine:
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics of the global batch from each rank's: means (``tokens``: the sum)."""
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(values)
+    world = torch.distributed.get_world_size()
+    return {k: float(v) / (1 if k == "tokens" else world) for k, v in zip(keys, values.tolist(), strict=True)}
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

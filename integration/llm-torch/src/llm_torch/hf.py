@@ -28,6 +28,9 @@ def config_to_hf(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dic
         "num_attention_heads": config.num_heads, "num_key_value_heads": config.num_kv_heads,
         "head_dim": config.head_dim, "max_position_embeddings": config.max_seq_len,
         "rope_theta": config.rope_theta, "rope_scaling": config.rope_scaling,
+        # transformers 5 reads RoPE from rope_parameters (theta and scaling together); the two legacy
+        # keys above are kept for readers that predate it.
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta, **(config.rope_scaling or {})},
         "rms_norm_eps": config.rms_norm_eps, "tie_word_embeddings": config.tie_embeddings,
         "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
         "bos_token_id": config.bos_id, "eos_token_id": config.eos_id, "pad_token_id": config.pad_id,
@@ -51,13 +54,33 @@ def config_from_hf(data: dict[str, Any]) -> ModelConfig:
         intermediate_size=data["intermediate_size"], num_layers=data["num_hidden_layers"],
         num_heads=heads, num_kv_heads=data.get("num_key_value_heads") or heads,
         max_seq_len=data.get("max_position_embeddings", 2048),
-        rope_theta=float(data.get("rope_theta") or (data.get("rope_parameters") or {}).get("rope_theta", 10000.0)),
-        rope_scaling=data.get("rope_scaling"), rms_norm_eps=data.get("rms_norm_eps", 1e-5),
+        rope_theta=rope_theta_from_hf(data), rope_scaling=rope_scaling_from_hf(data),
+        rms_norm_eps=data.get("rms_norm_eps", 1e-5),
         tie_embeddings=bool(data.get("tie_word_embeddings", False)),
         value_head=bool(data.get("llmt_value_head", False)),
         bos_id=data.get("bos_token_id"), eos_id=eos[0] if isinstance(eos, list) else eos,
         pad_id=data.get("pad_token_id"),
     )
+
+
+def rope_theta_from_hf(data: dict[str, Any]) -> float:
+    """RoPE's base: transformers 5's ``rope_parameters.rope_theta``, else the legacy ``rope_theta``."""
+    theta = (data.get("rope_parameters") or {}).get("rope_theta") or data.get("rope_theta") or 10000.0
+    return float(theta)
+
+
+def rope_scaling_from_hf(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The RoPE scaling (``rope_type``, ``factor``...) or None for plain RoPE, from transformers 5's
+    ``rope_parameters`` when it names one, else from the legacy ``rope_scaling``."""
+    params = dict(data.get("rope_parameters") or {})
+    params.pop("rope_theta", None)
+    kind = params.get("rope_type") or params.get("type")
+    if kind and kind != "default":
+        return params
+    legacy = data.get("rope_scaling")
+    if legacy and (legacy.get("rope_type") or legacy.get("type")) not in (None, "default"):
+        return dict(legacy)
+    return None
 
 
 def save_checkpoint(folder: str, model: LlamaModel, tokenizer: TextTokenizer | None,

@@ -35,13 +35,13 @@ def resolve_source(source: str) -> str:
 
 
 class ImportCheckpointStage:
-    def __init__(self, source: str):
-        self.source = source
+    def __init__(self, config: ImportCheckpointConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
         from llm_torch import hf
 
-        source = resolve_source(self.source)
+        source = resolve_source(self.config.source)
         out = ctx.path("checkpoint")
         if source.endswith(".gguf"):
             hf.import_gguf(source, out)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from llm_core.types import Sample, SamplingParams
+from llm_core.specs import SamplingSpec
+from llm_core.types import Sample
 from llm_torch.decode import DecodeWeights
 from llm_torch.model import KVCache, LlamaModel, padding_mask
 
@@ -131,7 +132,7 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tens
 
 
 @torch.inference_mode()
-def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingParams,
+def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingSpec,
              *, pad_id: int, stop_ids: Sequence[int] = (),
              decode: Callable[[list[int]], str] | None = None) -> list[list[Sample]]:
     """``n`` samples for each prompt, in prompt order. Stop tokens end a sample and are kept in it."""

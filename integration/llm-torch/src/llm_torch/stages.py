@@ -1,8 +1,9 @@
 """The ``pretrain`` and ``midtrain`` stages, and the training plumbing that ``sft`` shares.
 
 Each stage writes ``<stage>/checkpoint/`` (an HF Llama folder the next stage takes by path),
-``<stage>/resume/state.pt`` (weights, AdamW, step, RNG, callbacks: a killed run continues from
-it), ``metrics.jsonl`` and, for JSONL input, ``tokens/`` and ``rejects.jsonl``.
+``metrics.jsonl``, ``curves.png`` and, for text input, ``tokens/`` (an ``llmt-tokens-v1`` folder)
+and ``rejects-*.jsonl``. While it trains, ``<stage>/resume/`` holds the last resumable state
+(a killed run continues from it); it is removed when the stage completes.
 """
 
 from __future__ import annotations
@@ -12,115 +13,96 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from fsspec.core import url_to_fs
-
-from llm_core.builtins.jsonl import write_records
+from llm_core import tokens
+from llm_core.artifacts import exists, join
+from llm_core.data_io import RejectLog, list_sources
+from llm_core.engines import TrainEngine
+from llm_core.plots import plot_training_curves
 from llm_core.stage import StageContext
+from llm_core.threads import limit_threads
+from llm_core.training import StepPlan, Trainer
 from llm_core.types import StageResult
 from llm_torch import data, hf
-from llm_torch.configs import ModelShape
+from llm_torch.configs import MidtrainConfig, PretrainConfig, TrainingConfig
 from llm_torch.distributed import barrier, is_main, launch, rank_and_world
-from llm_torch.engine import TorchEngine
-from llm_torch.model import ModelConfig
 from llm_torch.tokenizer import TextTokenizer, train_bpe
-from llm_torch.trainer import Trainer
 
 log = logging.getLogger("llmt")
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".ndjson")
-
-
-def input_files(uri: str) -> list[str]:
-    """A file, or the JSONL files of a folder (recursively, sorted): the stage's input records."""
-    fs, path = url_to_fs(uri)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"{uri}: no such file or folder")
-    if fs.isfile(path):
-        return [uri]
-    protocol = uri.split("://", 1)[0] + "://" if "://" in uri else ""
-    found = sorted(p for p in fs.find(path) if p.endswith(JSONL_SUFFIXES) and "/_shards/" not in p
-                   and not p.rsplit("/", 1)[-1].startswith(("rejects", "manifest", "metrics")))
-    if not found:
-        raise FileNotFoundError(f"{uri}: no JSONL files ({', '.join(JSONL_SUFFIXES)}) in this folder")
-    return [protocol + p if protocol and not p.startswith(protocol) else p for p in found]
-
-
-class RejectLog:
-    """Collects malformed records (file, line, error) and writes them to ``rejects.jsonl``."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-
-    def write(self, uri: str) -> int:
-        if self.records:
-            write_records(uri, self.records)
-            log.warning("%d malformed records written to %s", len(self.records), uri)
-        return len(self.records)
 
 
 def iter_texts(ctx: StageContext, uri: str, text_key: str, rejects: RejectLog) -> Iterator[str]:
-    reader = ctx.registries.readers.build("jsonl", {"text_key": text_key})
-    for file in input_files(uri):
-        for doc in reader.read(file, rejects):
+    """The text of every document of an input (any registered document format), in order."""
+    for source in list_sources(uri):
+        entry = ctx.registries.readers.get(source.reader)
+        options = {"text_key": text_key} if entry.config and "text_key" in entry.config.model_fields else {}
+        for doc in entry.build(options).read(source.uri, rejects):
             if doc.text:
                 yield doc.text
 
 
 def prepare_tokens(ctx: StageContext, uri: str, tokenizer: TextTokenizer, text_key: str,
                    tokenizer_uri: str, folder: str = "tokens") -> str:
-    """A token folder for ``uri``: itself if it is one, else JSONL tokenized (once) under the stage."""
-    if data.is_token_folder(uri):
-        meta = data.read_meta(uri)
+    """A token folder for ``uri``: itself if it is one, else its text tokenized (once) under the stage.
+    Malformed records go to ``rejects-<folder>.jsonl``; an input with nothing usable is an error."""
+    if tokens.is_token_folder(uri):
+        meta = tokens.read_meta(uri)
         if meta["vocab_size"] > tokenizer.vocab_size or meta["eos_id"] != tokenizer.eos_id:
             raise ValueError(f"{uri}/meta.json: vocab_size {meta['vocab_size']} / eos_id {meta['eos_id']} do "
                              f"not match the model's tokenizer ({tokenizer.vocab_size} / {tokenizer.eos_id}); "
                              "tokenize the data with the same tokenizer")
         return uri
     out = ctx.path(folder)
-    if data.is_token_folder(out):
+    if tokens.is_token_folder(out):
         return out
     rejects = RejectLog()
-    data.write_token_folder(out, iter_texts(ctx, uri, text_key, rejects), tokenizer.encode_batch,
-                            vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id,
-                            tokenizer=tokenizer_uri)
-    rejects.write(ctx.path(f"rejects-{folder}.jsonl"))
+    rejects_uri = ctx.path(f"rejects-{folder}.jsonl")
+    batches = _chunks(iter_texts(ctx, uri, text_key, rejects), 256)
+    documents = (ids for batch in batches for ids in tokenizer.encode_batch(batch))
+    try:
+        tokens.write_token_folder(out, documents, vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id,
+                                  tokenizer=tokenizer_uri)
+    except ValueError as exc:
+        rejects.write(rejects_uri)
+        raise ValueError(f"stage {ctx.name!r}: {uri} has no usable text ({len(rejects)} malformed records "
+                         f"kept in {rejects_uri}; text_key is {text_key!r}): {exc}") from None
+    rejects.write(rejects_uri)
     return out
 
 
-def set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
+def _chunks(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
-        torch.set_num_threads(threads)
 
-
-def train(ctx: StageContext, engine: TorchEngine, batch_for_step: Callable[[int], Mapping[str, Any]],
-          options: Mapping[str, Any], summary: dict[str, Any]) -> StageResult:
-    """Run the loop with the stage's options, then export the checkpoint and report."""
-    loss_fn = ctx.registries.losses.build(options["loss"], options["loss_options"])
-    callbacks = [ctx.registries.callbacks.build(name) for name in options["callbacks"]]
-    main = is_main()
-    trainer = Trainer(engine, batch_for_step, loss_fn, options["steps"], options["micro_batch_size"],
-                      log_metrics=lambda m, step: ctx.log_metrics(m, step=step) if main else None,
-                      log_every=options["log_every"], checkpoint_every=options["checkpoint_every"],
-                      state_uri=ctx.path("resume", "state.pt"), callbacks=callbacks)
-    history = trainer.run()
+def train(ctx: StageContext, engine: TrainEngine, make_step: Callable[[int], Mapping[str, Any] | StepPlan],
+          config: TrainingConfig, summary: dict[str, Any], steps: int | None = None) -> StageResult:
+    """Run the one training loop with the stage's options, then export the checkpoint and report."""
+    trainer = Trainer(engine, make_step, config.loss.build(ctx.registries), steps or config.steps,
+                      config.micro_batch_size, metrics_log=ctx, log_every=config.log_every,
+                      checkpoint_every=config.checkpoint_every, state_uri=ctx.path("resume"),
+                      keep_state=config.keep_resume_state,
+                      callbacks=[ref.build(ctx.registries) for ref in config.callbacks], name=ctx.name)
+    trainer.run()
     checkpoint = ctx.path("checkpoint")
-    metrics = {"steps": engine.step}
-    if history:
-        metrics.update(first_loss=round(history[0]["loss"], 4), final_loss=round(history[-1]["loss"], 4))
-    if main:
-        engine.export_hf(checkpoint, {**summary, "loss": options["loss"], "seq_len": options["seq_len"],
+    metrics = trainer.summary()
+    if is_main():
+        engine.export_hf(checkpoint, {**summary, "loss": config.loss.name, "seq_len": config.seq_len,
                                       "result": metrics})
+        if config.curves:
+            plot_training_curves(ctx.store.read_metrics(ctx.name), ctx.path("curves.png"), title=ctx.name)
     barrier()
     return StageResult(metrics=metrics, artifacts={"checkpoint": checkpoint})
 
 
-def run_in_processes(ctx: StageContext, options: Mapping[str, Any]) -> StageResult:
-    """Train in ``options['processes']`` torchrun workers; the result is what rank 0 recorded."""
-    launch(ctx, options["processes"], dict(options))
+def run_in_processes(ctx: StageContext, config: TrainingConfig) -> StageResult:
+    """Train in ``config.processes`` torchrun workers; the result is what rank 0 recorded."""
+    launch(ctx, config)
     checkpoint = ctx.path("checkpoint")
     return StageResult(metrics=hf.read_training_summary(checkpoint).get("result", {}),
                        artifacts={"checkpoint": checkpoint})
@@ -133,81 +115,65 @@ def rank_rows(source: data.PackedBlocks | data.ReplayMix, batch_size: int) -> Ca
     return lambda step: data.global_batch(source, step, batch_size, rank, world)
 
 
-def engine_options(options: Mapping[str, Any], lr: float) -> dict[str, Any]:
-    return {"device": options["device"], "precision": options["precision"], "lr": lr,
-            "weight_decay": options["weight_decay"], "betas": (options["beta1"], options["beta2"]),
-            "grad_clip": options["grad_clip"], "schedule": options["schedule"],
-            "warmup_steps": options["warmup_steps"], "total_steps": options["steps"],
-            "min_lr_ratio": options["min_lr_ratio"], "decay_fraction": options["decay_fraction"]}
-
-
 class PretrainStage:
     """Train from scratch: a BPE tokenizer on the documents (unless given), then the model."""
 
-    def __init__(self, **options: Any):
-        self.options = options
-
-    def tokenizer(self, ctx: StageContext) -> TextTokenizer:
-        if "tokenizer" in ctx.inputs:
-            return TextTokenizer.load(ctx.input("tokenizer"))
-        documents = ctx.input("documents")
-        if data.is_token_folder(documents):
-            named = data.read_meta(documents)["tokenizer"]
-            if not data.exists(data.join(named, "tokenizer.json")):
-                raise FileNotFoundError(f"{documents}/meta.json: tokenizer {named!r} is not a folder with "
-                                        "tokenizer.json; give the stage a 'tokenizer' input (such a folder)")
-            return TextTokenizer.load(named)
-        folder = ctx.path("tokenizer")
-        if data.exists(data.join(folder, "tokenizer.json")):
-            return TextTokenizer.load(folder)
-        rejects = RejectLog()
-        texts = iter_texts(ctx, documents, self.options["text_key"], rejects)
-        limited = (t for i, t in zip(range(self.options["tokenizer_docs"]), texts, strict=False))
-        tokenizer = train_bpe(limited, self.options["vocab_size"])
-        tokenizer.save(folder)
-        return tokenizer
+    def __init__(self, config: PretrainConfig):
+        self.config = config
 
     def tokenizer_uri(self, ctx: StageContext) -> str:
+        """The tokenizer folder: the ``tokenizer`` input, the token folder's, or one trained here."""
         if "tokenizer" in ctx.inputs:
             return ctx.input("tokenizer")
         documents = ctx.input("documents")
-        return data.read_meta(documents)["tokenizer"] if data.is_token_folder(documents) else ctx.path("tokenizer")
+        if tokens.is_token_folder(documents):
+            named = tokens.read_meta(documents)["tokenizer"]
+            if not exists(join(named, "tokenizer.json")):
+                raise FileNotFoundError(f"{documents}/meta.json: tokenizer {named!r} is not a folder with "
+                                        "tokenizer.json; give the stage a 'tokenizer' input (such a folder)")
+            return named
+        folder = ctx.path("tokenizer")
+        if not exists(join(folder, "tokenizer.json")):
+            rejects = RejectLog()
+            texts = iter_texts(ctx, documents, self.config.text_key, rejects)
+            limited = (t for _, t in zip(range(self.config.tokenizer_docs), texts, strict=False))
+            train_bpe(limited, self.config.vocab_size).save(folder)
+        return folder
 
     def run(self, ctx: StageContext) -> StageResult:
-        o = self.options
-        set_threads(o["threads"])
-        tokenizer = self.tokenizer(ctx)
-        tokens = prepare_tokens(ctx, ctx.input("documents"), tokenizer, o["text_key"], self.tokenizer_uri(ctx))
-        if o["processes"] > 1:
-            return run_in_processes(ctx, o)
-        shape: ModelShape = o["model"]
-        config = ModelConfig(vocab_size=tokenizer.vocab_size, max_seq_len=o["seq_len"],
-                             eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
-                             **shape.model_dump())
-        engine = TorchEngine(model=config, tokenizer=tokenizer, seed=ctx.seed, **engine_options(o, o["lr"]))
-        blocks = data.PackedBlocks(data.TokenStream(tokens), o["seq_len"], ctx.seed)
-        if is_main():
-            ctx.log_metrics({"parameters": engine.model.num_parameters(), "train_tokens": len(blocks.stream),
-                             "flops_per_token": engine.model.flops_per_token(o["seq_len"])})
-        return train(ctx, engine, rank_rows(blocks, o["batch_size"]), o,
-                     {"stage": "pretrain", "peak_lr": o["lr"]})
+        c = self.config
+        with limit_threads(c.threads):
+            tokenizer_uri = self.tokenizer_uri(ctx)
+            tokenizer = TextTokenizer.load(tokenizer_uri)
+            token_folder = prepare_tokens(ctx, ctx.input("documents"), tokenizer, c.text_key, tokenizer_uri)
+            if c.processes > 1:
+                return run_in_processes(ctx, c)
+            engine = ctx.train_engine(c.engine, model=c.model, tokenizer=tokenizer_uri, max_seq_len=c.seq_len,
+                                      optimizer=c.optimizer, total_steps=c.steps)
+            blocks = data.PackedBlocks(tokens.TokenStream(token_folder), c.seq_len, ctx.seed)
+            if is_main():
+                ctx.log_metrics({"parameters": engine.model.num_parameters(), "train_tokens": len(blocks.stream),
+                                 "flops_per_token": engine.model.flops_per_token(c.seq_len)})
+            return train(ctx, engine, rank_rows(blocks, c.batch_size), c,
+                         {"stage": "pretrain", "peak_lr": c.optimizer.lr})
 
 
 class MidtrainStage:
     """Continual pretraining of a checkpoint on new text, replaying a share of the earlier data."""
 
-    def __init__(self, **options: Any):
-        self.options = options
+    def __init__(self, config: MidtrainConfig):
+        self.config = config
 
     def learning_rate(self, checkpoint: str) -> float:
+        """The peak lr: ``optimizer.lr`` when set, else a tenth of the previous stage's peak."""
         previous = hf.read_training_summary(checkpoint).get("peak_lr")
         default = previous / 10 if previous else None
-        chosen = self.options["lr"]
-        if chosen is None:
+        if "lr" not in self.config.optimizer.model_fields_set:
             if default is None:
                 raise ValueError(f"{checkpoint}/llmt.json records no peak_lr (not trained here); set "
-                                 "'lr' on the midtrain stage")
+                                 "optimizer.lr on the midtrain stage")
             return default
+        chosen = self.config.optimizer.lr
         if default is not None and chosen > default:
             message = (f"midtrain lr {chosen:g} is above a tenth of the previous peak ({previous:g}); "
                        "continual pretraining at a high lr tends to erase what the model learned")
@@ -216,28 +182,28 @@ class MidtrainStage:
         return chosen
 
     def run(self, ctx: StageContext) -> StageResult:
-        o = self.options
-        set_threads(o["threads"])
-        checkpoint = ctx.input("checkpoint")
-        lr = self.learning_rate(checkpoint)
-        tokenizer = TextTokenizer.load(checkpoint)
-        new_tokens = prepare_tokens(ctx, ctx.input("documents"), tokenizer, o["text_key"], checkpoint)
-        replay_tokens = None
-        if "replay" in ctx.inputs:
-            replay_tokens = prepare_tokens(ctx, ctx.input("replay"), tokenizer, o["text_key"], checkpoint,
-                                           "replay_tokens")
-        if o["processes"] > 1:
-            return run_in_processes(ctx, o)
-        engine = TorchEngine(checkpoint, seed=ctx.seed, **engine_options(o, lr))
-        new = data.PackedBlocks(data.TokenStream(new_tokens), o["seq_len"], ctx.seed)
-        replay = None
-        if replay_tokens is not None:
-            replay = data.PackedBlocks(data.TokenStream(replay_tokens), o["seq_len"], ctx.seed + 1)
-        elif o["replay_ratio"] > 0:
-            log.warning("midtrain: replay_ratio=%s but no 'replay' input; training on new data only",
-                        o["replay_ratio"])
-        mix = data.ReplayMix(new, replay, o["replay_ratio"], ctx.seed)
-        if is_main():
-            ctx.log_metrics({"lr": lr, "replay_ratio": o["replay_ratio"] if replay else 0.0})
-        return train(ctx, engine, rank_rows(mix, o["batch_size"]), o,
-                     {"stage": "midtrain", "peak_lr": lr})
+        c = self.config
+        with limit_threads(c.threads):
+            checkpoint = ctx.input("checkpoint")
+            lr = self.learning_rate(checkpoint)
+            tokenizer = TextTokenizer.load(checkpoint)
+            new_tokens = prepare_tokens(ctx, ctx.input("documents"), tokenizer, c.text_key, checkpoint)
+            replay_tokens = None
+            if "replay" in ctx.inputs:
+                replay_tokens = prepare_tokens(ctx, ctx.input("replay"), tokenizer, c.text_key, checkpoint,
+                                               "replay_tokens")
+            if c.processes > 1:
+                return run_in_processes(ctx, c)
+            engine = ctx.train_engine(c.engine, checkpoint=checkpoint, max_seq_len=c.seq_len,
+                                      optimizer=c.optimizer.model_copy(update={"lr": lr}), total_steps=c.steps)
+            new = data.PackedBlocks(tokens.TokenStream(new_tokens), c.seq_len, ctx.seed)
+            replay = None
+            if replay_tokens is not None:
+                replay = data.PackedBlocks(tokens.TokenStream(replay_tokens), c.seq_len, ctx.seed + 1)
+            elif c.replay_ratio > 0:
+                log.warning("midtrain: replay_ratio=%s but no 'replay' input; training on new data only",
+                            c.replay_ratio)
+            mix = data.ReplayMix(new, replay, c.replay_ratio, ctx.seed)
+            if is_main():
+                ctx.log_metrics({"lr": lr, "replay_ratio": c.replay_ratio if replay else 0.0})
+            return train(ctx, engine, rank_rows(mix, c.batch_size), c, {"stage": "midtrain", "peak_lr": lr})

@@ -66,22 +66,21 @@ def bad_record(rng: random.Random) -> str:
 class SyntheticChatStage:
     """Writes ``conversations/chat.jsonl``."""
 
-    def __init__(self, num_conversations: int, multi_turn_fraction: float, system_fraction: float,
-                 bad_fraction: float):
-        self.count, self.multi, self.system, self.bad = (num_conversations, multi_turn_fraction,
-                                                         system_fraction, bad_fraction)
+    def __init__(self, config: SyntheticChatConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
+        c = self.config
         rng = random.Random(ctx.seed)
         uri = ctx.path("conversations", "chat.jsonl")
         bad = 0
         with atomic_open(uri, "wt", encoding="utf-8") as handle:
-            for _ in range(self.count):
-                if rng.random() < self.bad:
+            for _ in range(c.num_conversations):
+                if rng.random() < c.bad_fraction:
                     handle.write(bad_record(rng) + "\n")
                     bad += 1
                 else:
-                    handle.write(json.dumps(conversation(rng, self.multi, self.system)) + "\n")
-        metrics = {"conversations": self.count, "invalid": bad}
+                    handle.write(json.dumps(conversation(rng, c.multi_turn_fraction, c.system_fraction)) + "\n")
+        metrics = {"conversations": c.num_conversations, "invalid": bad}
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts={"conversations": ctx.path("conversations")})

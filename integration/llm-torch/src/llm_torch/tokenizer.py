@@ -12,7 +12,7 @@ from typing import Any
 
 import fsspec
 
-from llm_torch import chat
+from llm_core import chat
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"

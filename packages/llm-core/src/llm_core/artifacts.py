@@ -188,6 +188,15 @@ class RunStore:
         with fsspec.open(uri, "r", encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
 
+    def drop_metrics_from(self, stage: str, step: int) -> int:
+        """Remove records of ``step`` and later (a resumed loop logs them again); returns how many."""
+        records = self.read_metrics(stage)
+        kept = [r for r in records if not (isinstance(r.get("step"), int) and r["step"] >= step)]
+        if len(kept) < len(records):
+            with atomic_open(self.metrics_uri(stage), "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(r, sort_keys=True, default=str) + "\n" for r in kept)
+        return len(records) - len(kept)
+
     def stages_on_disk(self) -> list[str]:
         """Stage folders that hold a manifest, in the order run.json gives (else by name)."""
         run = self.read_run()

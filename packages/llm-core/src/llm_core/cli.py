@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -73,7 +73,7 @@ def describe(kind: str, name: str,
     """Print the config schema of one component, e.g. `llmt describe stage filter`."""
     from llm_core.errors import LlmtError
     from llm_core.plugins import get_registries
-    from llm_core.registry import resolve_kind
+    from llm_core.registry import resolve_kind, singular
 
     try:
         entry = get_registries()[resolve_kind(kind)].get(name)
@@ -83,14 +83,74 @@ def describe(kind: str, name: str,
     if as_json:
         typer.echo(json.dumps(schema, indent=2))
         return
-    kind_name = entry.kind[:-1] if entry.kind.endswith("s") else entry.kind
+    kind_name = singular(entry.kind)
     typer.echo(f"{kind_name} {entry.name} (plugin {entry.plugin}): {entry.summary}")
     if entry.inputs or entry.optional_inputs:
         typer.echo(f"inputs: required {list(entry.inputs)}, optional {list(entry.optional_inputs)}")
-    required = set(schema.get("required", []))
-    rows = [[field, _type_of(prop), _default_of(prop, field in required), prop.get("description", "")]
-            for field, prop in schema.get("properties", {}).items()]
+    rows = _option_rows(schema, schema.get("$defs", {}), "", entry.config)
     _print_table(None, ["option", "type", "default", "description"], rows)
+
+
+def _option_rows(schema: dict, defs: dict, prefix: str, model: Any) -> list[list[str]]:
+    """One row per option; a nested spec (``optimizer``, ``sampling``...) expands into dotted rows
+    (``optimizer.lr``) with the defaults a stage really gets; a component reference is one row."""
+    from llm_core.refs import ComponentRef
+    from llm_core.registry import singular
+
+    required = set(schema.get("required", []))
+    defaults = _defaults(model)
+    rows = []
+    for field, prop in schema.get("properties", {}).items():
+        nested = _nested_schema(prop, defs)
+        nested_model = _field_model(model, field)
+        if nested_model is not None and issubclass(nested_model, ComponentRef):
+            default = defaults.get(field)
+            shown = json.dumps(default.name) if isinstance(default, ComponentRef) else _default_of(prop, False)
+            rows.append([prefix + field, f"{singular(nested_model.kind)} name, or {{name, options}}",
+                         "(required)" if field in required else shown, prop.get("description", "")])
+            if nested is not None and set(nested_model.model_fields) - {"name", "options"}:
+                extra = {**nested, "properties": {k: v for k, v in nested.get("properties", {}).items()
+                                                  if k not in ("name", "options")}}
+                rows += _option_rows(extra, defs, f"{prefix}{field}.", nested_model)
+        elif nested is not None and nested_model is not None:
+            rows.append([prefix + field, "table", "" if field not in required else "(required)",
+                         prop.get("description", nested.get("description", "")).split("\n")[0]])
+            rows += _option_rows(nested, defs, f"{prefix}{field}.", nested_model)
+        else:
+            rows.append([prefix + field, _type_of(prop), _default_of(prop, field in required),
+                         prop.get("description", "")])
+    return rows
+
+
+def _nested_schema(prop: dict, defs: dict) -> dict | None:
+    refs = [prop.get("$ref")] + [p.get("$ref") for p in prop.get("anyOf", [])]
+    for ref in refs:
+        if ref:
+            return defs.get(ref.rsplit("/", 1)[-1])
+    return None
+
+
+def _field_model(model: Any, field: str) -> Any:
+    """The pydantic model class a field holds (also inside ``X | None``), or None."""
+    import typing
+
+    from pydantic import BaseModel
+
+    info = model.model_fields.get(field) if model is not None else None
+    if info is None:
+        return None
+    candidates = [info.annotation, *typing.get_args(info.annotation)]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def _defaults(model: Any) -> dict[str, Any]:
+    if model is None:
+        return {}
+    out = {}
+    for name, info in model.model_fields.items():
+        if not info.is_required():
+            out[name] = info.get_default(call_default_factory=True)
+    return out
 
 
 def _default_of(prop: dict, required: bool) -> str:

@@ -26,18 +26,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError
 
 from llm_core.errors import RecipeError, close_matches
+from llm_core.refs import check_component, resolve_refs
+from llm_core.schema import Config, pydantic_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from llm_core.registry import Registries
-
-
-class Config(BaseModel):
-    """Base of every component config: unknown keys are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ExecutorSpec(Config):
@@ -63,12 +59,17 @@ class Recipe(Config):
     settings: dict[str, Any] = Field(default_factory=dict)
     stages: list[StageSpec]
     base_dir: str = "."  # folder of the recipe file: relative input paths resolve against it
+    _stage_configs: dict[str, Any] = PrivateAttr(default_factory=dict)  # filled by validate_recipe
 
     def stage(self, name: str) -> StageSpec:
         for spec in self.stages:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    def stage_config(self, name: str) -> Any:
+        """The validated config of a stage (``validate_recipe`` made it; KeyError otherwise)."""
+        return self._stage_configs[name]
 
 
 STAGE_RESERVED = ("name", "kind", "inputs", "seed", "executor", "description")
@@ -155,109 +156,127 @@ def _split_options(raw: Any, reserved: Sequence[str]) -> Any:
     return out
 
 
-def _loc(parts: Sequence[Any]) -> str:
-    return ".".join(str(p) for p in parts)
-
-
-def _pydantic_problems(exc: ValidationError, prefix: str, fields: Sequence[str] = ()) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        path = _loc([prefix, *err["loc"]]) if prefix else _loc(err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            hint = close_matches(str(err["loc"][-1]), fields)
-            msg = "unknown option" + (f"; did you mean {hint[0]!r}?" if hint else
-                                      (f"; valid options: {', '.join(fields)}" if fields else ""))
-        elif err["type"] in ("literal_error", "enum") and "expected" in err.get("ctx", {}):
-            msg = f"{msg} (got {err.get('input')!r})"
-        elif "input" in err and err["type"] != "missing":
-            msg = f"{msg} (got {err['input']!r})"
-        problems.append(f"{path}: {msg}")
-    return problems
-
-
 def validate_recipe(data: Mapping[str, Any], registries: Registries, host: Any = None) -> Recipe:
-    """Validate a whole recipe, raising :class:`RecipeError` listing every problem found."""
+    """Validate a whole recipe, raising :class:`RecipeError` listing every problem found.
+
+    Nothing stops at the first problem: the top-level fields, every stage's own schema, every
+    component a stage names (generically, through its reference fields) and every plugin's
+    ``validate_pipeline`` are all checked. Each stage's options are validated once, here; the
+    runner builds stages from the configs kept on the returned recipe.
+    """
     data = dict(data)
-    raw_stages = data.get("stages")
-    if isinstance(raw_stages, list):
-        data["stages"] = [_split_options(s, STAGE_RESERVED) for s in raw_stages]
+    raw_stages = data.pop("stages", None)
     if "executor" in data:
         data["executor"] = _split_options(data["executor"], ("kind",))
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(_pydantic_problems(exc, "", list(Recipe.model_fields))) from None
-
     problems: list[str] = []
-    names = [s.name for s in recipe.stages]
+    try:
+        top = Recipe.model_validate({**data, "stages": []})
+    except ValidationError as exc:
+        problems += pydantic_problems(exc, "", list(Recipe.model_fields))
+        top = Recipe.model_construct(name=str(data.get("name", "recipe")), settings={}, stages=[],
+                                     base_dir=str(data.get("base_dir", ".")), seed=0, executor=ExecutorSpec())
+    specs = _stage_specs(raw_stages, problems)
+    recipe = top.model_copy(update={"stages": specs})
+
+    names = [s.name for s in specs]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"stages.{dup}: the name is used by {names.count(dup)} stages; names must be unique")
-    if not recipe.stages:
+    if isinstance(raw_stages, list) and not raw_stages:
         problems.append("stages: a recipe needs at least one stage")
-    problems += _check_executor(recipe.executor, "executor", registries)
-
-    for spec in recipe.stages:
+    if isinstance(top.executor, ExecutorSpec):
+        problems += _check_executor(top.executor, "executor", registries)
+    configs: dict[str, Any] = {}
+    for spec in specs:
         where = f"stages.{spec.name}"
         if spec.executor is not None:
             problems += _check_executor(spec.executor, f"{where}.executor", registries)
         if spec.kind not in registries.stages:
-            hint = close_matches(spec.kind, registries.stages.names())
-            problems.append(
-                f"{where}.kind: unknown stage kind {spec.kind!r}"
-                + (f"; did you mean {hint[0]!r}?" if hint else "")
-                + f" Registered stage kinds: {', '.join(registries.stages.names()) or '(none)'}")
-            broken = registries.stages.broken_plugins
-            if broken:
-                problems[-1] += " (plugins that failed to load: " + ", ".join(broken) + ")"
+            problems.append(_unknown_stage_kind(spec, registries, where))
             continue
         entry = registries.stages.get(spec.kind)
-        options = stage_options(recipe, spec, entry)
-        try:
-            entry.parse(options)
-        except ValidationError as exc:
-            fields = list(entry.config.model_fields) if entry.config else []
-            problems += _pydantic_problems(exc, where, fields)
-        except TypeError as exc:
-            problems.append(f"{where}: {exc}")
-        problems += _check_inputs(recipe, spec, entry)
+        config, stage_problems = parse_stage_config(recipe, spec, entry, registries)
+        problems += stage_problems + _check_inputs(recipe, spec, entry)
+        configs[spec.name] = config
 
     problems += _check_cycles(recipe)
     if host is not None:
         problems += host.validate_pipeline(recipe, registries)
     if problems:
         raise RecipeError(problems, source=f"recipe {recipe.name!r}")
+    recipe._stage_configs = configs
     return recipe
 
 
-def stage_options(recipe: Recipe, spec: StageSpec, entry: Any) -> dict[str, Any]:
-    """A stage's options with the recipe's shared settings filled in where the config has them."""
-    options = dict(spec.options)
-    if entry.config is not None:
-        for key, value in recipe.settings.items():
-            if key in entry.config.model_fields and key not in options:
-                options[key] = value
-    return options
+def _stage_specs(raw_stages: Any, problems: list[str]) -> list[StageSpec]:
+    """Each stage table on its own, so that one bad stage hides no other stage's problems."""
+    if raw_stages is None:
+        problems.append("stages: missing; add at least one [[stages]] table")
+        return []
+    if not isinstance(raw_stages, list):
+        problems.append("stages: must be a list of tables ([[stages]] in TOML)")
+        return []
+    specs = []
+    for i, raw in enumerate(raw_stages):
+        label = raw.get("name") if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"[{i}]"
+        data = _split_options(raw, STAGE_RESERVED)
+        try:
+            specs.append(StageSpec.model_validate(data))
+        except ValidationError as exc:
+            problems += pydantic_problems(exc, f"stages.{label}", list(StageSpec.model_fields))
+            # Without its bad optional fields (a seed that is no number...) the stage is still
+            # checked, so that one mistake hides none of its other problems.
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} - {"name", "kind"}
+            if isinstance(data, dict) and bad and not bad & {"options"}:
+                try:
+                    specs.append(StageSpec.model_validate({k: v for k, v in data.items() if k not in bad}))
+                except ValidationError:
+                    pass
+    return specs
 
 
-def check_component(registry: Any, name: str, options: Mapping[str, Any], where: str) -> list[str]:
-    """Problems with one named component and its options: unknown name, bad or unknown options."""
-    if name not in registry:
-        hint = close_matches(name, registry.names())
-        problem = (f"{where}: unknown {registry.kind[:-1].replace('_', ' ')} {name!r}"
-                   + (f"; did you mean {hint[0]!r}?" if hint else "")
-                   + f" Registered: {', '.join(registry.names()) or '(none)'}")
-        if registry.broken_plugins:
-            problem += " (plugins that failed to load: " + ", ".join(registry.broken_plugins) + ")"
-        return [problem]
-    entry = registry.get(name)
+def _unknown_stage_kind(spec: StageSpec, registries: Registries, where: str) -> str:
+    hint = close_matches(spec.kind, registries.stages.names())
+    problem = (f"{where}.kind: unknown stage kind {spec.kind!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+               + f" Registered stage kinds: {', '.join(registries.stages.names()) or '(none)'}")
+    if registries.stages.broken_plugins:
+        problem += " (plugins that failed to load: " + ", ".join(registries.stages.broken_plugins) + ")"
+    return problem
+
+
+def parse_stage_config(recipe: Recipe, spec: StageSpec, entry: Any, registries: Registries) -> tuple[Any, list[str]]:
+    """A stage's validated config (shared settings filled in) with its components resolved, and
+    the problems found; the config is None when its own schema fails."""
+    where = f"stages.{spec.name}"
     try:
-        entry.parse(options)
+        config = entry.parse(stage_options(recipe, spec, entry))
     except ValidationError as exc:
-        return _pydantic_problems(exc, where, list(entry.config.model_fields) if entry.config else [])
-    except TypeError as exc:
-        return [f"{where}: {exc}"]
-    return []
+        fields = list(entry.config.model_fields) if entry.config else []
+        return None, pydantic_problems(exc, where, fields, entry.config)
+    except (TypeError, ValueError) as exc:
+        return None, [f"{where}: {exc}"]
+    return config, resolve_refs(config, registries, where)
+
+
+def stage_options(recipe: Recipe, spec: StageSpec, entry: Any) -> dict[str, Any]:
+    """A stage's options with the recipe's shared settings filled in where the config has them.
+
+    A setting that is a table (``[settings.sampling] max_new_tokens = 64``) is merged into the
+    stage's table of the same name key by key, the stage's own keys winning; a component named
+    by a string (``verifier = "math"``) takes the table's other keys (``workers``...) beside its name.
+    """
+    options = dict(spec.options)
+    if entry.config is None:
+        return options
+    for key, value in recipe.settings.items():
+        if key not in entry.config.model_fields:
+            continue
+        if key not in options:
+            options[key] = value
+        elif isinstance(value, dict) and isinstance(options[key], dict):
+            options[key] = {**value, **options[key]}
+        elif isinstance(value, dict) and isinstance(options[key], str):
+            options[key] = {**value, "name": options[key]}
+    return options
 
 
 def _check_executor(spec: ExecutorSpec, where: str, registries: Registries) -> list[str]:

@@ -22,24 +22,26 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 # --- Registration: called once, on first use of the registries. Each receives the registry of
-# --- its kind and calls ``registry.add(...)``. Return None.
+# --- its kind and calls ``registry.add(name, factory, config=ConfigClass)``. When the component
+# --- is used, the registry validates its options once into a frozen ``ConfigClass`` instance and
+# --- calls ``factory(config)`` (``factory()`` for a component registered without a config).
 
 
 @hookspec
 def register_readers(registry: Registry) -> None:
-    """Register readers: ``factory(**options)`` returns a ``Reader`` that streams documents from
+    """Register readers: ``factory(config)`` returns a ``Reader`` that streams documents from
     one file (JSONL, Parquet...). Called once when registries are first used. Return None."""
 
 
 @hookspec
 def register_writers(registry: Registry) -> None:
-    """Register writers: ``factory(**options)`` returns a ``Writer`` that writes documents to one
+    """Register writers: ``factory(config)`` returns a ``Writer`` that writes documents to one
     file atomically. Called once when registries are first used. Return None."""
 
 
 @hookspec
 def register_filters(registry: Registry) -> None:
-    """Register document filters: ``factory(**options)`` returns a ``Filter`` whose ``filter(doc)``
+    """Register document filters: ``factory(config)`` returns a ``Filter`` whose ``filter(doc)``
     gives None to keep or a reason to drop. Called once on first use. Return None."""
 
 
@@ -51,15 +53,16 @@ def register_transforms(registry: Registry) -> None:
 
 @hookspec
 def register_stages(registry: Registry) -> None:
-    """Register recipe stage kinds: ``factory(**options)`` returns a ``Stage`` whose
+    """Register recipe stage kinds: ``factory(config)`` returns a ``Stage`` whose
     ``run(ctx)`` does the work; pass ``inputs=(...)`` for the inputs the stage requires.
     Called once on first use. Return None."""
 
 
 @hookspec
 def register_losses(registry: Registry) -> None:
-    """Register training losses: pure functions over tensors that any engine can call (the
-    factory returns the function). Called once on first use. Return None."""
+    """Register training losses: ``factory(config)`` returns a pure function over tensors that any
+    engine calls with the arguments its signature names (``llm_core.engines``). Called once on
+    first use. Return None."""
 
 
 @hookspec
@@ -70,7 +73,7 @@ def register_advantage_estimators(registry: Registry) -> None:
 
 @hookspec
 def register_verifiers(registry: Registry) -> None:
-    """Register verifiers: ``factory(**options)`` returns a ``Verifier`` used both as an RL reward
+    """Register verifiers: ``factory(config)`` returns a ``Verifier`` used both as an RL reward
     and as an eval metric. Called once on first use. Return None."""
 
 
@@ -81,14 +84,16 @@ def register_eval_tasks(registry: Registry) -> None:
 
 @hookspec
 def register_engines(registry: Registry) -> None:
-    """Register training engines (``TrainEngine`` factories): the embedded torch engine,
-    nanotron... Called once on first use. Return None."""
+    """Register training engines: ``factory(config)`` returns a builder whose
+    ``train_engine(request: EngineRequest)`` makes a ``TrainEngine`` (the embedded torch engine,
+    nanotron...). Called once on first use. Return None."""
 
 
 @hookspec
 def register_rollout_engines(registry: Registry) -> None:
-    """Register rollout engines (``RolloutEngine`` factories): the embedded sampler, vLLM...
-    Called once on first use. Return None."""
+    """Register rollout engines: ``factory(config)`` returns a builder whose
+    ``rollout_engine(request)`` makes a ``RolloutEngine`` (the embedded sampler, vLLM...). Called
+    once on first use. Return None."""
 
 
 @hookspec
@@ -105,14 +110,15 @@ def register_context_extensions(registry: Registry) -> None:
 
 @hookspec
 def register_executors(registry: Registry) -> None:
-    """Register executors: ``factory(**options)`` returns an ``Executor`` that maps a function over
+    """Register executors: ``factory(config)`` returns an ``Executor`` that maps a function over
     shards (local process pool, Ray...). Called once on first use. Return None."""
 
 
 @hookspec
 def register_callbacks(registry: Registry) -> None:
-    """Register training callbacks (TensorBoard writer, plots...) that engines look up by name.
-    Called once on first use. Return None."""
+    """Register training callbacks (``llm_core.training.Callback``: ``on_step(step, metrics,
+    engine)`` with saved state) that training stages name in ``callbacks``. Called once on first
+    use. Return None."""
 
 
 @hookspec

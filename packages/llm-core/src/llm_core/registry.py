@@ -21,6 +21,19 @@ KINDS: tuple[str, ...] = (
 )
 
 
+_SINGULAR = {"readers": "reader", "writers": "writer", "filters": "filter", "transforms": "transform",
+             "stages": "stage kind", "losses": "loss", "advantage_estimators": "advantage estimator",
+             "verifiers": "verifier", "eval_tasks": "eval task", "engines": "engine",
+             "rollout_engines": "rollout engine", "precision_recipes": "precision recipe",
+             "context_extensions": "context extension", "executors": "executor", "callbacks": "callback",
+             "commands": "command"}
+
+
+def singular(kind: str) -> str:
+    """How one component of a kind is called in messages: ``losses`` -> ``loss``."""
+    return _SINGULAR.get(kind, kind)
+
+
 @dataclass(frozen=True)
 class RegistryEntry:
     kind: str
@@ -37,16 +50,18 @@ class RegistryEntry:
         options = dict(options or {})
         if self.config is None:
             if options:
-                raise TypeError(f"{self.kind[:-1]} {self.name!r} takes no options, got {sorted(options)}")
+                raise TypeError(f"{singular(self.kind)} {self.name!r} takes no options, got {sorted(options)}")
             return None
         return self.config.model_validate(options)
 
     def build(self, options: Mapping[str, Any] | Any = None) -> Any:
-        """Config builds the object: the factory gets the config's fields as keyword arguments."""
+        """The one config path: options are validated once into the frozen config, and the factory
+        receives that config object (``factory(config)``); a component without a config gets
+        ``factory()``. An already-validated config instance is passed through as it is."""
         config = options if self.config is not None and isinstance(options, self.config) else self.parse(options)
         if config is None:
             return self.factory()
-        return self.factory(**{name: getattr(config, name) for name in type(config).model_fields})
+        return self.factory(config)
 
     def schema(self) -> dict[str, Any]:
         return self.config.model_json_schema() if self.config is not None else {"type": "object", "properties": {}}

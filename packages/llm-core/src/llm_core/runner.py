@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llm_core import artifacts
-from llm_core.config import Recipe, StageSpec, stage_options, stage_order
+from llm_core.config import Recipe, StageSpec, parse_stage_config, stage_order
+from llm_core.errors import RecipeError
 from llm_core.plugins import PluginHost
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
@@ -82,9 +83,19 @@ class PipelineRunner:
         fp = artifacts.fingerprint({"kind": spec.kind, "config": config, "seed": seed, "inputs": inputs})
         return fp, {"config": config, "config_hash": artifacts.fingerprint(config), "inputs": inputs}
 
+    def stage_config(self, spec: StageSpec, entry: Any) -> Any:
+        """The config ``validate_recipe`` made; a recipe built without it is validated here, once."""
+        try:
+            return self.recipe.stage_config(spec.name)
+        except KeyError:
+            config, problems = parse_stage_config(self.recipe, spec, entry, self.registries)
+            if problems:
+                raise RecipeError(problems, source=f"stage {spec.name!r}") from None
+            return config
+
     def _run_stage(self, spec: StageSpec, force: bool) -> StageResult | str:
         entry = self.registries.stages.get(spec.kind)
-        options = entry.parse(stage_options(self.recipe, spec, entry))
+        options = self.stage_config(spec, entry)
         seed = spec.seed if spec.seed is not None else self.recipe.seed
         fp, details = self.stage_fingerprint(spec, options, seed)
         self.fingerprints[spec.name] = fp

@@ -13,13 +13,25 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llm_core.specs import EngineSpec, RolloutSpec
 
 from llm_core import artifacts
+from llm_core.engines import RolloutEngine, TrainEngine, build_rollout_engine, build_train_engine
 from llm_core.protocols import Executor
 from llm_core.registry import Registries
+from llm_core.types import StageResult
 
 log = logging.getLogger("llmt")
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One step of a recipe. Reads ``ctx.inputs``, writes under ``ctx.stage_dir``."""
+
+    def run(self, ctx: StageContext) -> StageResult | None: ...
 
 
 @dataclass
@@ -48,6 +60,35 @@ class StageContext:
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         record = {"time": round(time.time(), 3), **({"step": step} if step is not None else {}), **metrics}
         self.store.append_metrics(self.name, record)
+
+    def drop_metrics_from(self, step: int) -> None:
+        """Forget logged records of ``step`` and later (a resumed training loop logs them again)."""
+        self.store.drop_metrics_from(self.name, step)
+
+    # --- engines: stages ask the registry, never construct one themselves -----------------------
+
+    def train_engine(self, spec: EngineSpec, **request: Any) -> TrainEngine:
+        """A training engine for ``EngineRequest(**request)`` (seed defaults to the stage's)."""
+        request.setdefault("seed", self.seed)
+        return build_train_engine(spec, self.registries, **request)
+
+    def rollout_engine(self, spec: RolloutSpec, **request: Any) -> RolloutEngine:
+        request.setdefault("seed", self.seed)
+        return build_rollout_engine(spec, self.registries, **request)
+
+    # --- the same context in another process (torchrun workers) --------------------------------
+
+    def to_spec(self) -> dict[str, Any]:
+        """Plain data from which ``from_spec`` rebuilds this context in a worker process."""
+        return {"name": self.name, "kind": self.kind, "stage_dir": self.stage_dir, "inputs": dict(self.inputs),
+                "seed": self.seed, "fingerprint": self.fingerprint, "root": self.store.root,
+                "settings": dict(self.settings)}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], registries: Registries, executor: Executor) -> StageContext:
+        return cls(name=spec["name"], kind=spec["kind"], stage_dir=spec["stage_dir"], inputs=spec["inputs"],
+                   seed=spec["seed"], fingerprint=spec["fingerprint"], store=artifacts.RunStore(spec["root"]),
+                   executor=executor, registries=registries, settings=spec["settings"])
 
     def run_shards(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str = "") -> list[Any]:
         """Run ``fn`` over tasks, skipping shards finished earlier; results in task order."""

@@ -1,4 +1,9 @@
-"""Helpers for testing that stages resume after a kill, for core's tests and plugin authors alike."""
+"""Testing helpers for core's tests, engine authors and plugin authors alike.
+
+* the engine conformance suite (``EngineHarness``, ``TRAIN_ENGINE_CHECKS``, ``ROLLOUT_ENGINE_CHECKS``,
+  from ``llm_core.conformance``): every engine runs it against itself;
+* ``kill_run_after_shards``: a run killed mid-stage, to test that stages resume without loss.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from llm_core.conformance import ROLLOUT_ENGINE_CHECKS, TRAIN_ENGINE_CHECKS, EngineHarness
+
+__all__ = ["ROLLOUT_ENGINE_CHECKS", "TRAIN_ENGINE_CHECKS", "EngineHarness", "kill_run_after_shards", "run_command"]
 
 
 def run_command(recipe: Path, root: Path) -> list[str]:

@@ -85,18 +85,6 @@ class PreferencePair:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True, frozen=True)
-class SamplingParams:
-    """How a rollout engine samples. ``temperature == 0`` means greedy decoding."""
-
-    max_new_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: no top-k cut
-    stop_token_ids: tuple[int, ...] = ()
-    seed: int | None = None
-
-
 @dataclass(slots=True)
 class Sample:
     """One generated completion: its token ids, the sampler's per-token logprobs, and text."""

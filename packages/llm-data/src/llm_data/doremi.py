@@ -3,7 +3,7 @@
 A reference model is trained on a fixed mixture; a proxy model of the same shape is then trained
 while, at every step, the domain weights move towards the domains where the proxy's loss most
 exceeds the reference's (Algorithm 1). The averaged weights over all steps are the result.
-These functions are pure numpy; the training loop that calls them lives in ``tiny_lm``.
+These functions are pure numpy; the stage that trains the two models lives in ``stages/doremi.py``.
 """
 
 from __future__ import annotations

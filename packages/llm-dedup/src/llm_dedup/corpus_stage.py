@@ -37,11 +37,12 @@ class NearDuplicateTextConfig(Config):
 class NearDuplicateTextStage:
     """Writes ``documents/shard-*.jsonl`` and ``truth.jsonl`` (original, near-duplicate, jaccard)."""
 
-    def __init__(self, num_docs: int, num_shards: int, duplicate_fraction: float, min_similarity: float,
-                 max_similarity: float, min_words: int, max_words: int, sentences: str):
-        self.num_docs, self.num_shards, self.fraction = num_docs, min(num_shards, num_docs), duplicate_fraction
-        self.similarity, self.words = (min_similarity, max_similarity), (min_words, max_words)
-        self.sentences = sentences
+    def __init__(self, config: NearDuplicateTextConfig):
+        self.num_docs, self.fraction = config.num_docs, config.duplicate_fraction
+        self.num_shards = min(config.num_shards, config.num_docs)
+        self.similarity = (config.min_similarity, config.max_similarity)
+        self.words = (config.min_words, config.max_words)
+        self.sentences = config.sentences
 
     def run(self, ctx: StageContext) -> StageResult:
         corpus = near_duplicate_corpus(self._sentences(), self.num_docs, self.fraction, self.similarity,

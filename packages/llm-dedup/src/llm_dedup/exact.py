@@ -167,14 +167,13 @@ def bloom_shard(task: BloomTask) -> dict[str, Any]:
 
 
 class ExactDedupStage:
-    def __init__(self, mode: str, lowercase: bool, whitespace: bool, punctuation: bool, digits: bool,
-                 unicode: bool, bloom_capacity: int, bloom_error_rate: float, reader: str,
-                 reader_options: dict[str, Any], output_suffix: str, write_dropped: bool):
-        self.mode = mode
-        self.normalization = Normalization(lowercase, whitespace, punctuation, digits, unicode)
-        self.capacity, self.error_rate = bloom_capacity, bloom_error_rate
-        self.reader, self.reader_options = reader, reader_options
-        self.suffix, self.write_dropped = output_suffix, write_dropped
+    def __init__(self, config: ExactDedupConfig):
+        self.mode = config.mode
+        self.normalization = Normalization(config.lowercase, config.whitespace, config.punctuation, config.digits,
+                                           config.unicode)
+        self.capacity, self.error_rate = config.bloom_capacity, config.bloom_error_rate
+        self.reader, self.reader_options = config.reader, config.reader_options
+        self.suffix, self.write_dropped = config.output_suffix, config.write_dropped
 
     def run(self, ctx: StageContext) -> StageResult:
         start = time.perf_counter()

@@ -118,9 +118,9 @@ def choose_keepers(labels: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
 
 
 class MinHashClustersStage:
-    def __init__(self, verify: bool, threshold: float | None, keep: str, verify_tasks: int, examples: int):
-        self.verify, self.threshold, self.keep = verify, threshold, keep
-        self.verify_tasks, self.examples = verify_tasks, examples
+    def __init__(self, config: MinHashClustersConfig):
+        self.verify, self.threshold, self.keep = config.verify, config.threshold, config.keep
+        self.verify_tasks, self.examples = config.verify_tasks, config.examples
 
     def run(self, ctx: StageContext) -> StageResult:
         index = read_index(ctx.input("signatures"))
@@ -269,8 +269,8 @@ def _ids_of(signature_dir: str, shards: tuple[tuple[str, int, int], ...], rows: 
 
 
 class MinHashFilterStage:
-    def __init__(self, output_suffix: str, write_dropped: bool):
-        self.output_suffix, self.write_dropped = output_suffix, write_dropped
+    def __init__(self, config: MinHashFilterConfig):
+        self.output_suffix, self.write_dropped = config.output_suffix, config.write_dropped
 
     def run(self, ctx: StageContext) -> StageResult:
         index = read_index(ctx.input("signatures"))

@@ -100,11 +100,10 @@ def _score(value: Any) -> float | None:
 
 
 class MinHashSignaturesStage:
-    def __init__(self, reader: str, reader_options: dict[str, Any], batch_size: int, score_key: str | None,
-                 **minhash: Any):
-        self.options = MinHashOptions(**minhash)
-        self.reader, self.reader_options = reader, reader_options
-        self.batch_size, self.score_key = batch_size, score_key
+    def __init__(self, config: MinHashSignaturesConfig):
+        self.options = config  # a MinHashOptions: the fields that fix the whole run
+        self.reader, self.reader_options = config.reader, config.reader_options
+        self.batch_size, self.score_key = config.batch_size, config.score_key
 
     def run(self, ctx: StageContext) -> StageResult:
         params = MinHashParams.resolve(self.options, ctx.seed)
@@ -201,8 +200,8 @@ def bucket_pairs(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 class MinHashBucketsStage:
-    def __init__(self, bands_per_task: int):
-        self.bands_per_task = bands_per_task
+    def __init__(self, config: MinHashBucketsConfig):
+        self.bands_per_task = config.bands_per_task
 
     def run(self, ctx: StageContext) -> StageResult:
         index = read_index(ctx.input("signatures"))

@@ -148,15 +148,14 @@ def semdedup_cluster(vectors: np.ndarray, centroid: np.ndarray, threshold: float
 
 
 class SemDedupStage:
-    def __init__(self, model: str, device: str, batch_size: int, num_clusters: int, threshold: float, keep: str,
-                 score_key: str | None, reader: str, reader_options: dict[str, Any], output_suffix: str,
-                 write_dropped: bool, examples: int):
-        if keep == "best_score" and score_key is None:
+    def __init__(self, config: SemDedupConfig):
+        if config.keep == "best_score" and config.score_key is None:
             raise ValueError("keep = \"best_score\" needs score_key (the metadata field holding the score)")
-        self.model, self.device, self.batch_size = model, device, batch_size
-        self.num_clusters, self.threshold, self.keep, self.score_key = num_clusters, threshold, keep, score_key
-        self.reader, self.reader_options = reader, reader_options
-        self.suffix, self.write_dropped, self.examples = output_suffix, write_dropped, examples
+        self.model, self.device, self.batch_size = config.model, config.device, config.batch_size
+        self.num_clusters, self.threshold = config.num_clusters, config.threshold
+        self.keep, self.score_key = config.keep, config.score_key
+        self.reader, self.reader_options = config.reader, config.reader_options
+        self.suffix, self.write_dropped, self.examples = config.output_suffix, config.write_dropped, config.examples
 
     def run(self, ctx: StageContext) -> StageResult:
         sources = list_sources(ctx.input("documents"), self.reader)
@@ -226,6 +225,7 @@ class SemDedupStage:
         for k, source in enumerate(sources):
             local = {r - int(offsets[k]) for r in wanted if offsets[k] <= r < offsets[k + 1]}
             if local:
+                # the embedding pass already recorded this source's malformed records
                 for row, doc in enumerate(read_documents(source, self.reader_options, lambda _: None)):
                     if row in local:
                         texts[int(offsets[k]) + row] = {"id": doc.id, "text": snippet(doc.text)}

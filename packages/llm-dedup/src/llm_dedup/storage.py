@@ -13,8 +13,8 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from llm_core import data_io
 from llm_core.artifacts import atomic_open, join
-from llm_core.builtins.filter_stage import list_input_files, reader_for
 from llm_core.builtins.jsonl import write_records
 from llm_core.types import Document
 
@@ -55,11 +55,9 @@ class Source:
 
 
 def list_sources(documents_uri: str, reader: str = "auto") -> list[Source]:
-    files = list_input_files(documents_uri)
-    if not files:
-        raise FileNotFoundError(f"no data files under {documents_uri}; point the 'documents' input at a "
-                                "JSONL file or a folder of them")
-    return [Source(f"shard-{i:05d}", f, reader_for(f.rsplit("/", 1)[-1], reader)) for i, f in enumerate(files)]
+    """The input's data sources (``llm_core.data_io``), each one a shard of every dedup stage."""
+    return [Source(f"shard-{i:05d}", s.uri, s.reader)
+            for i, s in enumerate(data_io.list_sources(documents_uri, reader))]
 
 
 def read_documents(source: Source, reader_options: Mapping[str, Any],

@@ -23,6 +23,12 @@ def _check_groups(rewards: Any, minimum: int = 1) -> None:
         raise ValueError(f"this estimator needs groups of at least {minimum} samples, got {rewards.shape[1]}")
 
 
+def _floating(rewards: Any) -> Any:
+    """Integer or bool rewards become float32; floating rewards keep their dtype (float64 callers
+    get float64 advantages: the formulas are exact in either precision)."""
+    return rewards if rewards.is_floating_point() else rewards.float()
+
+
 def grpo_advantages(rewards: Any, *, eps: float = 1e-6, normalize_std: bool = True) -> Any:
     """GRPO: each reward minus its group's mean, divided by the group's std (DeepSeekMath).
 
@@ -30,7 +36,7 @@ def grpo_advantages(rewards: Any, *, eps: float = 1e-6, normalize_std: bool = Tr
     the unbiased sample std, as in the reference implementations.
     """
     _check_groups(rewards)
-    rewards = rewards.float()
+    rewards = _floating(rewards)
     centered = rewards - rewards.mean(dim=1, keepdim=True)
     if not normalize_std:
         return centered
@@ -50,7 +56,7 @@ def dr_grpo_advantages(rewards: Any) -> Any:
 def rloo_advantages(rewards: Any) -> Any:
     """RLOO: each reward minus the mean of the *other* samples of its group (leave-one-out)."""
     _check_groups(rewards, minimum=2)
-    rewards = rewards.float()
+    rewards = _floating(rewards)
     k = rewards.shape[1]
     others_mean = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
     return rewards - others_mean
@@ -63,7 +69,7 @@ def reinforce_pp_advantages(rewards: Any, *, eps: float = 1e-6, group_baseline: 
     result is normalized by the global batch std.
     """
     _check_groups(rewards)
-    rewards = rewards.float()
+    rewards = _floating(rewards)
     if group_baseline:
         centered = rewards - rewards.mean(dim=1, keepdim=True)
     else:
@@ -86,8 +92,8 @@ class ReinforcePPConfig(Config):
     group_baseline: bool = Field(False, description="subtract the group mean before global normalization")
 
 
-def make_grpo(eps: float = 1e-6, normalize_std: bool = True) -> Any:
-    return partial(grpo_advantages, eps=eps, normalize_std=normalize_std)
+def make_grpo(config: GrpoAdvantageConfig) -> Any:
+    return partial(grpo_advantages, eps=config.eps, normalize_std=config.normalize_std)
 
 
 def make_dr_grpo() -> Any:
@@ -98,5 +104,5 @@ def make_rloo() -> Any:
     return rloo_advantages
 
 
-def make_reinforce_pp(eps: float = 1e-6, group_baseline: bool = False) -> Any:
-    return partial(reinforce_pp_advantages, eps=eps, group_baseline=group_baseline)
+def make_reinforce_pp(config: ReinforcePPConfig) -> Any:
+    return partial(reinforce_pp_advantages, eps=config.eps, group_baseline=config.group_baseline)

@@ -177,27 +177,24 @@ class ArithmeticProblemsConfig(Config):
 class ArithmeticProblemsStage:
     """Generates the problems, the cold-start traces and the pretraining text (see module doc)."""
 
-    def __init__(self, train_problems: int = 4000, heldout_problems: int = 500, cold_start_traces: int = 300,
-                 pretrain_solved: int = 3000, pretrain_drills: int = 2000, max_number: int = 30,
-                 terse_fraction: float = 0.0):
-        self.train, self.heldout, self.max_number = train_problems, heldout_problems, max_number
-        self.terse_fraction = terse_fraction
-        self.traces, self.solved, self.drills = cold_start_traces, pretrain_solved, pretrain_drills
+    def __init__(self, config: ArithmeticProblemsConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
-        train, heldout = split_problems(ctx.seed, self.train, self.heldout, self.max_number)
+        c = self.config
+        train, heldout = split_problems(ctx.seed, c.train_problems, c.heldout_problems, c.max_number)
         for split, problems in (("train", train), ("heldout", heldout)):
             _write(ctx.path(split, "problems.jsonl"), [
                 {"id": f"{split}-{i}", "prompt": p.prompt, "reference": str(p.answer), "steps": list(p.steps)}
                 for i, p in enumerate(problems)])
-        _write(ctx.path("traces", "conversations.jsonl"), cold_start_chats(train[: self.traces], self.terse_fraction,
-                                                                          random.Random(ctx.seed + 2)))
+        traces = cold_start_chats(train[: c.cold_start_traces], c.terse_fraction, random.Random(ctx.seed + 2))
+        _write(ctx.path("traces", "conversations.jsonl"), traces)
         rng = random.Random(ctx.seed + 1)
-        docs = [plain_solution(p) for p in train[-self.solved:]] if self.solved else []
-        docs += [drill(rng, self.max_number) for _ in range(self.drills)]
+        docs = [plain_solution(p) for p in train[-c.pretrain_solved:]] if c.pretrain_solved else []
+        docs += [drill(rng, c.max_number) for _ in range(c.pretrain_drills)]
         rng.shuffle(docs)
         _write(ctx.path("documents", "documents.jsonl"), [{"id": f"doc-{i}", "text": t} for i, t in enumerate(docs)])
-        metrics = {"train": len(train), "heldout": len(heldout), "traces": min(self.traces, len(train)),
+        metrics = {"train": len(train), "heldout": len(heldout), "traces": min(c.cold_start_traces, len(train)),
                    "documents": len(docs)}
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts={"train": ctx.path("train"), "heldout": ctx.path("heldout"),

@@ -19,10 +19,12 @@ import fsspec
 from pydantic import Field
 
 from llm_core.artifacts import atomic_open, exists, join, write_json
+from llm_core.specs import SamplingSpec
 from llm_core.stage import StageContext
-from llm_core.types import SamplingParams, StageResult
-from llm_rlvr.grpo_stage import RolloutOptions
-from llm_rlvr.rollout import limit_threads, load_problems, sample_and_verify
+from llm_core.threads import limit_threads
+from llm_core.types import StageResult
+from llm_rlvr.options import RolloutOptions
+from llm_rlvr.rollout import load_problems, sample_and_verify
 
 log = logging.getLogger("llmt.rlvr")
 
@@ -57,26 +59,27 @@ class RlvrEvalConfig(RolloutOptions):
                                               "the pass rate of samples at this temperature, averaged "
                                               "over samples_per_problem per problem")
     samples_per_problem: int = Field(4, ge=1)
-    verifier_workers: int = 2
 
 
 class RlvrEvalStage:
-    def __init__(self, **options: Any):
-        self.o = RlvrEvalConfig(**options)
+    def __init__(self, config: RlvrEvalConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
+        with limit_threads(self.config.threads):
+            return self._run(ctx)
+
+    def _run(self, ctx: StageContext) -> StageResult:
         from llm_rlvr.pool import VerifierPool
 
-        o = self.o
-        limit_threads(o.threads)
+        o = self.config
         problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"))[: o.max_problems]
         checkpoints = {name: uri for name, uri in ctx.inputs.items() if name != "problems"}
         for a, b in o.compare:
             for name in (a, b):
                 if name not in checkpoints:
                     raise ValueError(f"compare names {name!r}, which is not an input; inputs: {sorted(checkpoints)}")
-        with VerifierPool(o.verifier, o.verifier_options, workers=o.verifier_workers,
-                          timeout_s=o.verifier_timeout_s) as pool:
+        with VerifierPool(o.verifier, workers=o.verifier.workers, timeout_s=o.verifier.timeout_s) as pool:
             rows = [self.score(ctx, pool, problems, name, uri) for name, uri in checkpoints.items()]
         metric_names = ["greedy"] + (["sampled"] if o.sampled_temperature else [])
         comparisons = [compare(rows, a, b, metric) for metric in metric_names for a, b in o.compare]
@@ -99,13 +102,10 @@ class RlvrEvalStage:
 
     def score(self, ctx: StageContext, pool: Any, problems: list[Any], name: str, uri: str) -> dict[str, Any]:
         """Greedy pass@1 (Wilson interval) and, if asked, sampled pass@1 (interval over problems)."""
-        o = self.o
-        engine = ctx.registries.rollout_engines.build(o.engine, {"checkpoint": uri, "trainable": False,
-                                                                 "device": o.device})
-        common = {"response_prefix": o.response_prefix, "system_prompt": o.system_prompt,
-                  "prompt_format": o.prompt_format, "chunk_prompts": o.chunk_prompts}
-        greedy = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=0.0)
-        groups, _ = sample_and_verify(engine, pool, problems, 1, greedy, **common)
+        o = self.config
+        engine = ctx.rollout_engine(o.rollout_spec(), checkpoint=uri)
+        greedy = SamplingSpec(max_new_tokens=o.sampling.max_new_tokens, temperature=0.0)
+        groups, _ = sample_and_verify(engine, pool, problems, 1, greedy, o.prompt, o.chunk_prompts)
         passed = sum(g.verdicts[0].passed for g in groups)
         low, high = wilson_interval(passed, len(groups))
         row = {"name": name, "checkpoint": uri, "passed": passed, "n": len(groups),
@@ -113,9 +113,9 @@ class RlvrEvalStage:
                "response_tokens": sum(len(g.samples[0].token_ids) for g in groups) / len(groups)}
         log.info("%s: greedy pass@1 %.3f [%.3f, %.3f]", name, row["pass_at_1"], low, high)
         if o.sampled_temperature:
-            sampling = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=o.sampled_temperature,
-                                      top_p=o.top_p, seed=ctx.seed)
-            groups, _ = sample_and_verify(engine, pool, problems, o.samples_per_problem, sampling, **common)
+            sampling = o.sampling.model_copy(update={"temperature": o.sampled_temperature, "seed": ctx.seed})
+            groups, _ = sample_and_verify(engine, pool, problems, o.samples_per_problem, sampling, o.prompt,
+                                          o.chunk_prompts)
             per_problem = [sum(v.passed for v in g.verdicts) / len(g.verdicts) for g in groups]
             s_low, s_high = mean_interval(per_problem)
             row.update(sampled_pass_at_1=sum(per_problem) / len(per_problem), sampled_ci_low=s_low,

@@ -60,25 +60,25 @@ def register_stages(registry: Any) -> None:
     from llm_rlvr.grpo_stage import GrpoConfig
     from llm_rlvr.rejection_stage import RejectionSamplingConfig
 
-    def arithmetic_problems(**options: Any) -> Any:
+    def arithmetic_problems(config: ArithmeticProblemsConfig) -> Any:
         from llm_rlvr.arithmetic import ArithmeticProblemsStage
 
-        return ArithmeticProblemsStage(**options)
+        return ArithmeticProblemsStage(config)
 
-    def grpo(**options: Any) -> Any:
+    def grpo(config: GrpoConfig) -> Any:
         from llm_rlvr.grpo_stage import GrpoStage
 
-        return GrpoStage(**options)
+        return GrpoStage(config)
 
-    def rejection_sampling(**options: Any) -> Any:
+    def rejection_sampling(config: RejectionSamplingConfig) -> Any:
         from llm_rlvr.rejection_stage import RejectionSamplingStage
 
-        return RejectionSamplingStage(**options)
+        return RejectionSamplingStage(config)
 
-    def rlvr_eval(**options: Any) -> Any:
+    def rlvr_eval(config: RlvrEvalConfig) -> Any:
         from llm_rlvr.eval_stage import RlvrEvalStage
 
-        return RlvrEvalStage(**options)
+        return RlvrEvalStage(config)
 
     registry.add("arithmetic_problems", arithmetic_problems, config=ArithmeticProblemsConfig,
                  summary="seeded multi-step arithmetic word problems: train / held-out, cold-start traces, text")
@@ -89,25 +89,3 @@ def register_stages(registry: Any) -> None:
                  summary="sample N per prompt, keep verified-correct distinct completions as SFT chats")
     registry.add("rlvr_eval", rlvr_eval, config=RlvrEvalConfig, inputs=("problems",), optional_inputs=("*",),
                  summary="held-out greedy pass@1 of named checkpoints, 95% intervals, reward / pass@1 plot")
-
-
-@hookimpl
-def validate_pipeline(recipe: Any, registries: Any) -> list[str]:
-    """Check the components the RL stages name: verifier, advantage estimator, loss, and options."""
-    from llm_core.config import check_component
-
-    problems: list[str] = []
-    for spec in recipe.stages:
-        if spec.kind not in ("grpo", "rejection_sampling", "rlvr_eval"):
-            continue
-        where = f"stages.{spec.name}"
-        options = {**recipe.settings, **spec.options}
-        named = [("verifiers", "verifier", "verifier_options", "math")]
-        if spec.kind == "grpo":
-            named += [("advantage_estimators", "estimator", "estimator_options", "grpo"),
-                      ("losses", "loss", "loss_options", "grpo")]
-        for kind, key, options_key, default in named:
-            name, component_options = options.get(key, default), options.get(options_key) or {}
-            if isinstance(name, str) and isinstance(component_options, dict):
-                problems += check_component(registries[kind], name, component_options, f"{where}.{key}")
-    return problems

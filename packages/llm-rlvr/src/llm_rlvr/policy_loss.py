@@ -111,12 +111,25 @@ class DrGrpoLossConfig(Config):
     max_tokens: int | None = Field(None, gt=0, description="token budget (the generation limit)")
 
 
-def make_clipped_loss(clip_low: float = 0.2, clip_high: float = 0.2, kl_coef: float = 0.0,
-                      aggregation: Aggregation = "token_mean", max_tokens: int | None = None) -> Any:
-    return partial(clipped_policy_loss, clip_low=clip_low, clip_high=clip_high, kl_coef=kl_coef,
-                   aggregation=aggregation, max_tokens=max_tokens)
+class PolicyLoss:
+    """A registered policy loss: ``clipped_policy_loss`` with its options bound. ``kl_coef`` is
+    public so that a stage knows whether the loss needs a reference model's log-probs."""
+
+    def __init__(self, clip_low: float, clip_high: float, kl_coef: float, aggregation: Aggregation,
+                 max_tokens: int | None):
+        self.kl_coef = kl_coef
+        self._loss = partial(clipped_policy_loss, clip_low=clip_low, clip_high=clip_high, kl_coef=kl_coef,
+                             aggregation=aggregation, max_tokens=max_tokens)
+
+    def __call__(self, logprobs: Any, old_logprobs: Any, advantages: Any, mask: Any,
+                 ref_logprobs: Any = None) -> Any:
+        return self._loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=ref_logprobs)
 
 
-def make_dr_grpo_loss(clip_low: float = 0.2, clip_high: float = 0.2, kl_coef: float = 0.0,
-                      max_tokens: int | None = None) -> Any:
-    return make_clipped_loss(clip_low, clip_high, kl_coef, "constant", max_tokens)
+def make_clipped_loss(config: ClippedLossConfig) -> PolicyLoss:
+    return PolicyLoss(config.clip_low, config.clip_high, config.kl_coef, config.aggregation, config.max_tokens)
+
+
+def make_dr_grpo_loss(config: DrGrpoLossConfig) -> PolicyLoss:
+    """Dr. GRPO: the clipped loss summed over tokens and divided by a constant budget."""
+    return PolicyLoss(config.clip_low, config.clip_high, config.kl_coef, "constant", config.max_tokens)

@@ -12,16 +12,17 @@ import concurrent.futures
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
+from llm_core.refs import VerifierRef
 from llm_core.types import Verdict
 
 _worker_verifier: Any = None
 
 
-def _init_worker(name: str, options: dict[str, Any]) -> None:
+def _init_worker(verifier: VerifierRef) -> None:
     global _worker_verifier
     from llm_core.plugins import get_registries
 
-    _worker_verifier = get_registries().verifiers.build(name, options)
+    _worker_verifier = verifier.build(get_registries())
 
 
 def _verify_in_worker(prompt: str, completion: str, reference: Any) -> Verdict:
@@ -51,10 +52,8 @@ class VerifierFuture:
 class VerifierPool:
     """Runs one registered verifier in ``workers`` processes (0: in this process, no timeout)."""
 
-    def __init__(self, verifier: str, options: dict[str, Any] | None = None, *, workers: int = 2,
-                 timeout_s: float = 30.0):
-        self.name, self.options, self.timeout_s = verifier, dict(options or {}), timeout_s
-        self.workers = workers
+    def __init__(self, verifier: VerifierRef, *, workers: int = 2, timeout_s: float = 30.0):
+        self.verifier, self.timeout_s, self.workers = verifier, timeout_s, workers
         if workers > 0:
             import multiprocessing
 
@@ -62,14 +61,14 @@ class VerifierPool:
 
             # spawn: the trainer holds torch threads, which fork would copy in a broken state.
             self._pool = ProcessPool(max_workers=workers, initializer=_init_worker,
-                                     initargs=(verifier, self.options),
+                                     initargs=(verifier,),
                                      context=multiprocessing.get_context("spawn"))
             self._local = None
         else:
             from llm_core.plugins import get_registries
 
             self._pool = None
-            self._local = get_registries().verifiers.build(verifier, self.options)
+            self._local = verifier.build(get_registries())
 
     def submit(self, prompt: str, completion: str, reference: Any) -> VerifierFuture:
         if self._pool is None:

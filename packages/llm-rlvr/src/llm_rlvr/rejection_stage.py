@@ -15,9 +15,10 @@ from pydantic import Field
 from llm_core.artifacts import write_json
 from llm_core.builtins.jsonl import write_records
 from llm_core.stage import StageContext
-from llm_core.types import SamplingParams, StageResult
-from llm_rlvr.grpo_stage import RolloutOptions
-from llm_rlvr.rollout import completion_text, limit_threads, load_problems, sample_and_verify
+from llm_core.threads import limit_threads
+from llm_core.types import StageResult
+from llm_rlvr.options import RolloutOptions
+from llm_rlvr.rollout import completion_text, load_problems, sample_and_verify
 
 
 class RejectionSamplingConfig(RolloutOptions):
@@ -29,25 +30,23 @@ class RejectionSamplingConfig(RolloutOptions):
 
 
 class RejectionSamplingStage:
-    def __init__(self, **options: Any):
-        self.o = RejectionSamplingConfig(**options)
+    def __init__(self, config: RejectionSamplingConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
+        with limit_threads(self.config.threads):
+            return self._run(ctx)
+
+    def _run(self, ctx: StageContext) -> StageResult:
         from llm_rlvr.pool import VerifierPool
 
-        o = self.o
-        limit_threads(o.threads)
+        o = self.config
         problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"))[: o.max_prompts]
-        engine = ctx.registries.rollout_engines.build(o.engine, {"checkpoint": ctx.input("checkpoint"),
-                                                                 "trainable": False, "device": o.device})
-        sampling = SamplingParams(max_new_tokens=o.max_new_tokens, temperature=o.temperature, top_p=o.top_p,
-                                  top_k=o.top_k, seed=ctx.seed + o.seed_offset)
-        with VerifierPool(o.verifier, o.verifier_options, workers=o.verifier_workers,
-                          timeout_s=o.verifier_timeout_s) as pool:
-            groups, stats = sample_and_verify(engine, pool, problems, o.samples_per_prompt, sampling,
-                                              response_prefix=o.response_prefix, system_prompt=o.system_prompt,
-                                              prompt_format=o.prompt_format,
-                                              chunk_prompts=o.chunk_prompts)
+        engine = ctx.rollout_engine(o.rollout_spec(), checkpoint=ctx.input("checkpoint"))
+        sampling = o.sampling.with_seed(ctx.seed + o.seed_offset)
+        with VerifierPool(o.verifier, workers=o.verifier.workers, timeout_s=o.verifier.timeout_s) as pool:
+            groups, stats = sample_and_verify(engine, pool, problems, o.samples_per_prompt, sampling, o.prompt,
+                                              o.chunk_prompts)
         chats, solved, duplicates, correct = [], 0, 0, 0
         for group in groups:
             seen: set[str] = set()
@@ -55,7 +54,7 @@ class RejectionSamplingStage:
                 if not verdict.passed or (o.min_score is not None and verdict.score < o.min_score):
                     continue
                 correct += 1
-                text = o.response_prefix + completion_text(engine.tokenizer, sample)
+                text = o.prompt.response_prefix + completion_text(engine.tokenizer, sample)
                 key = " ".join(text.split())
                 if key in seen:
                     duplicates += 1
@@ -73,12 +72,13 @@ class RejectionSamplingStage:
         ctx.log_metrics(report)
         if not chats:
             raise ValueError(f"rejection sampling kept nothing: no sample of {len(groups)} prompts passed "
-                             f"{o.verifier!r}; sample more (samples_per_prompt) or start from a stronger model")
+                             f"{o.verifier.name!r}; sample more (samples_per_prompt) or start from a stronger model")
         return StageResult(metrics={k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v)
                                     for k, v in report.items()},
                            artifacts={"conversations": ctx.path("conversations")})
 
 
 def _messages(o: RejectionSamplingConfig, group: Any, text: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": o.system_prompt}] if o.system_prompt else []
+    messages = [{"role": "system", "content": o.prompt.system_prompt}] if o.prompt.system_prompt else []
     return messages + [{"role": "user", "content": group.problem.prompt}, {"role": "assistant", "content": text}]
+

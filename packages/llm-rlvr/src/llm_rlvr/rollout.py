@@ -1,24 +1,25 @@
 """What the RL stages share: problems on disk, prompt rendering, sampling with overlapped verification.
 
-Problems are JSONL records ``{"prompt": str, "reference": any, "id": str?}``; malformed lines go
-to a rejects file with file, line and reason. Generation runs in chunks of prompts: while the
-engine samples chunk ``i + 1``, the verifier pool is already judging chunk ``i``.
+Problems are records ``{"prompt": str, "reference": any, "id": str?}`` (JSONL, Parquet or a saved
+HF dataset); malformed ones go to a rejects file with file, line and reason. Generation runs in
+chunks of prompts: while the engine samples chunk ``i + 1``, the verifier pool is already judging
+chunk ``i``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
-
-from llm_core.builtins.filter_stage import list_input_files
-from llm_core.builtins.jsonl import write_records
-from llm_core.types import Sample, SamplingParams, Verdict
+from llm_core.chat import render_prompt
+from llm_core.data_io import load_records
+from llm_core.engines import RolloutEngine
+from llm_core.specs import SamplingSpec
+from llm_core.types import Sample, Verdict
+from llm_rlvr.options import PromptSpec
 
 log = logging.getLogger("llmt.rlvr")
 
@@ -30,49 +31,20 @@ class Problem:
     reference: Any
 
 
+def parse_problem(record: dict[str, Any]) -> Problem:
+    if not isinstance(record.get("prompt"), str):
+        raise TypeError("expected an object with a string field 'prompt'")
+    if "reference" not in record:
+        raise ValueError("missing field 'reference' (the known answer)")
+    return Problem(str(record.get("id", "")), record["prompt"], record["reference"])
+
+
 def load_problems(uri: str, rejects_uri: str, max_rejects_fraction: float = 0.5) -> list[Problem]:
-    """Every problem of the input (a file or a folder of JSONL); bad lines go to ``rejects_uri``."""
-    problems, rejects = [], []
-    for file in list_input_files(uri):
-        with fsspec.open(file, "rt", encoding="utf-8", compression="infer") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                        raise TypeError("expected an object with a string field 'prompt'")
-                    if "reference" not in record:
-                        raise ValueError("missing field 'reference' (the known answer)")
-                except (ValueError, TypeError) as exc:
-                    rejects.append({"source": file, "line": line_no, "error": str(exc), "raw": line.rstrip()[:2000]})
-                    continue
-                problems.append(Problem(str(record.get("id", f"{file}:{line_no}")), record["prompt"],
-                                        record["reference"]))
-    if rejects:
-        write_records(rejects_uri, rejects)
-        log.warning("%d malformed problems written to %s", len(rejects), rejects_uri)
-    total = len(problems) + len(rejects)
-    if not problems or len(rejects) > max_rejects_fraction * total:
-        first = rejects[0] if rejects else {"source": uri, "line": "-", "error": "no problems"}
-        raise ValueError(f"{len(rejects)} of {total} problems are malformed (see {rejects_uri}); first: "
-                         f"{first['source']}:{first['line']}: {first['error']}")
-    return problems
-
-
-def render_prompt(tokenizer: Any, prompt: str, system_prompt: str = "", response_prefix: str = "",
-                  prompt_format: str | None = None) -> list[int]:
-    """Token ids of the prompt, ready for the model to answer (plus an optional response prefix).
-
-    With ``prompt_format`` (e.g. ``"Question: {prompt}\\nSolution:"``) the prompt is plain text, for
-    a base model that has no chat template (R1-Zero); otherwise the tokenizer's chat template.
-    """
-    if prompt_format is not None:
-        return tokenizer.encode(prompt_format.format(prompt=prompt) + response_prefix)
-    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
-    messages.append({"role": "user", "content": prompt})
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True) + response_prefix
-    return tokenizer.encode(text)
+    """Every problem of the input (JSONL, Parquet or a saved HF dataset); bad records go to
+    ``rejects_uri``. A problem without an id is named by its position."""
+    problems = load_records(uri, parse_problem, rejects_uri=rejects_uri, what="problems",
+                            max_rejects_fraction=max_rejects_fraction)
+    return [p if p.id else Problem(f"problem-{i}", p.prompt, p.reference) for i, p in enumerate(problems)]
 
 
 @dataclass
@@ -100,20 +72,21 @@ class RolloutStats:
         return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
 
 
-def sample_and_verify(engine: Any, pool: Any, problems: list[Problem], n: int, sampling: SamplingParams,
-                      *, response_prefix: str = "", system_prompt: str = "", chunk_prompts: int = 16,
-                      prompt_format: str | None = None) -> tuple[list[Group], RolloutStats]:
+def sample_and_verify(engine: RolloutEngine, pool: Any, problems: list[Problem], n: int, sampling: SamplingSpec,
+                      prompt: PromptSpec, chunk_prompts: int = 16) -> tuple[list[Group], RolloutStats]:
     """``n`` samples per problem from ``engine``, each judged by ``pool`` (verification overlaps
     the generation of the next chunk). Completions are scored with the response prefix prepended,
     since the model's answer starts there."""
     tok = engine.tokenizer
-    groups = [Group(p, render_prompt(tok, p.prompt, system_prompt, response_prefix, prompt_format), [])
+    response_prefix = prompt.response_prefix
+    groups = [Group(p, render_prompt(tok, p.prompt, system_prompt=prompt.system_prompt,
+                                     response_prefix=response_prefix, prompt_format=prompt.prompt_format), [])
               for p in problems]
     stats = RolloutStats()
     pending = []
     for c in range(math.ceil(len(groups) / chunk_prompts)):
         chunk = groups[c * chunk_prompts:(c + 1) * chunk_prompts]
-        chunk_sampling = sampling if sampling.seed is None else _with_seed(sampling, sampling.seed + c)
+        chunk_sampling = sampling if sampling.seed is None else sampling.with_seed(sampling.seed + c)
         start = time.perf_counter()
         outputs = engine.generate([g.prompt_ids for g in chunk], n=n, sampling=chunk_sampling)
         stats.generate_seconds += time.perf_counter() - start
@@ -130,23 +103,9 @@ def sample_and_verify(engine: Any, pool: Any, problems: list[Problem], n: int, s
     return groups, stats
 
 
-def limit_threads(threads: int | None) -> None:
-    """Set torch's CPU threads for this stage's process (None: torch's default)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def completion_text(tokenizer: Any, sample: Sample) -> str:
     """The sample's text without the end-of-turn / EOS token that stopped it."""
     ids = sample.token_ids
     if sample.finish_reason == "stop" and ids:
         ids = ids[:-1]
     return tokenizer.decode(ids)
-
-
-def _with_seed(sampling: SamplingParams, seed: int) -> SamplingParams:
-    from dataclasses import replace
-
-    return replace(sampling, seed=seed)

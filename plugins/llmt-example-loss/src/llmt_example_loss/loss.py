@@ -24,5 +24,6 @@ def z_loss_cross_entropy(logits: Any, labels: Any, *, z_coef: float = 1e-4) -> A
     return ce + z_coef * (log_z**2).mean()
 
 
-def make_z_loss(z_coef: float = 1e-4) -> Any:
-    return partial(z_loss_cross_entropy, z_coef=z_coef)
+def make_z_loss(config: Any) -> Any:
+    """The registry calls this with the validated ``ZLossConfig``."""
+    return partial(z_loss_cross_entropy, z_coef=config.z_coef)

@@ -27,9 +27,10 @@ def _last_json_object(text: str) -> dict[str, Any] | None:
 
 
 class JsonKeysVerifier:
-    def __init__(self, required_keys: list[str], match_reference_values: bool = True):
-        self.required_keys = list(required_keys)
-        self.match_reference_values = match_reference_values
+    def __init__(self, config: Any):
+        """``config`` is the validated ``JsonKeysConfig`` the registry hands every factory."""
+        self.required_keys = list(config.required_keys)
+        self.match_reference_values = config.match_reference_values
 
     def verify(self, prompt: str, completion: str, reference: Any) -> Verdict:
         obj = _last_json_object(completion)

@@ -15,27 +15,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fsspec.core import url_to_fs
 from pydantic import Field, model_validator
 
 from llm_core.artifacts import atomic_open, join, write_json
-from llm_core.builtins.jsonl import write_records
 from llm_core.config import Config
+from llm_core.data_io import RejectLog, list_sources
+from llm_core.refs import FilterRef, ReaderRef, TransformRef, fold_options
 from llm_core.stage import StageContext
 from llm_core.types import Document, StageResult
 
-READER_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
-                    ".txt": "text", ".arrow": "hf_dataset"}
-COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
-BOOKKEEPING = {"manifest.json", "metrics.jsonl", "report.json", "run.json"}  # never data
-
 
 class StepSpec(Config):
-    """One step of the chain: exactly one of ``filter`` or ``transform``, with its options."""
+    """One step of the chain: exactly one of ``filter`` or ``transform``, with its options
+    (``{filter = "length", options = {min_chars = 50}}``)."""
 
-    filter: str | None = None
-    transform: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    filter: FilterRef | None = None
+    transform: TransformRef | None = None
+
+    fold_filter_options = model_validator(mode="before")(fold_options("filter"))
+    fold_transform_options = model_validator(mode="before")(fold_options("transform"))
 
     @model_validator(mode="after")
     def _one_kind(self) -> StepSpec:
@@ -44,89 +42,55 @@ class StepSpec(Config):
         return self
 
     @property
-    def component(self) -> tuple[str, str]:
-        return ("filters", self.filter) if self.filter else ("transforms", self.transform or "")
+    def component(self) -> FilterRef | TransformRef:
+        return self.filter or self.transform
 
 
 class FilterStageConfig(Config):
     steps: list[StepSpec] = Field(min_length=1)
-    reader: str = Field("auto", description="registered reader, or auto (by file suffix)")
-    reader_options: dict[str, Any] = Field(default_factory=dict)
+    reader: ReaderRef | None = Field(None, description="registered reader; None: by file suffix (auto)")
     batch_size: int = Field(256, ge=1, description="documents per batch for batch-capable filters")
     output_suffix: str = Field(".jsonl.gz", description="kept / dropped file suffix; sets compression")
     write_dropped: bool = Field(True, description="False discards dropped documents (counts are kept)")
     domain_key: str | None = Field(None, description="metadata field whose values get their own counts")
+
+    fold_reader_options = model_validator(mode="before")(fold_options("reader", "reader_options"))
 
 
 @dataclass(frozen=True)
 class FilterShardTask:
     shard_id: str
     source: str
+    reader: ReaderRef
     out_dir: str
-    steps: tuple[tuple[str, str, dict[str, Any]], ...]
-    reader: str
-    reader_options: dict[str, Any]
-    batch_size: int
-    output_suffix: str
-    write_dropped: bool
-    domain_key: str | None
-
-
-def list_input_files(uri: str) -> list[str]:
-    """The data files of an input: the file itself, or every data file below a folder."""
-    fs, path = url_to_fs(uri)
-    if not fs.isdir(path):
-        return [uri]
-    protocol = uri.split("://", 1)[0] + "://" if "://" in uri else ""
-    files = []
-    for found in sorted(fs.find(path)):
-        name = found.rsplit("/", 1)[-1]
-        if name.startswith(("_", ".")) or "/_" in found[len(path):] or ".tmp-" in name or name in BOOKKEEPING:
-            continue  # markers, manifests' folders, temporaries
-        if reader_for(name, "auto", strict=False):
-            files.append(protocol + found if protocol and not found.startswith(protocol) else found)
-    return files
-
-
-def reader_for(name: str, reader: str, strict: bool = True) -> str | None:
-    if reader != "auto":
-        return reader
-    stem = name
-    for suffix in COMPRESSION_SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    for suffix, kind in READER_BY_SUFFIX.items():
-        if stem.endswith(suffix):
-            return kind
-    if strict:
-        raise ValueError(f"{name}: cannot tell the format from the name; set reader = \"jsonl\" (or another)")
-    return None
+    config: FilterStageConfig
 
 
 def filter_shard(task: FilterShardTask) -> dict[str, Any]:
     from llm_core.plugins import get_registries
 
     registries = get_registries()
-    steps = [(kind, registries[kind].build(name, options)) for kind, name, options in task.steps]
-    reader = registries.readers.build(task.reader, task.reader_options)
-    rejects: list[dict[str, Any]] = []
+    config = task.config
+    steps = [(step.component.kind, step.component.build(registries)) for step in config.steps]
+    reader = task.reader.build(registries)
+    rejects = RejectLog()
     counts: Counter = Counter()
     domains: dict[str, Counter] = {}
     start = time.perf_counter()
 
     def count(doc: Document, outcome: str) -> None:
         counts[outcome] += 1
-        if task.domain_key:
-            domains.setdefault(str(doc.metadata.get(task.domain_key)), Counter())[outcome] += 1
+        if config.domain_key:
+            domains.setdefault(str(doc.metadata.get(config.domain_key)), Counter())[outcome] += 1
 
     with contextlib.ExitStack() as stack:
         kept_out = stack.enter_context(atomic_open(
-            join(task.out_dir, "kept", task.shard_id + task.output_suffix), "wt", encoding="utf-8",
+            join(task.out_dir, "kept", task.shard_id + config.output_suffix), "wt", encoding="utf-8",
             compression="infer"))
         dropped_out = stack.enter_context(atomic_open(
-            join(task.out_dir, "dropped", task.shard_id + task.output_suffix), "wt", encoding="utf-8",
-            compression="infer")) if task.write_dropped else None
-        for batch in _batches(reader.read(task.source, rejects.append), task.batch_size):
+            join(task.out_dir, "dropped", task.shard_id + config.output_suffix), "wt", encoding="utf-8",
+            compression="infer")) if config.write_dropped else None
+        for batch in _batches(reader.read(task.source, rejects), config.batch_size):
             for kind, component in steps:
                 if kind == "transforms":
                     batch = [component.transform(d) for d in batch]
@@ -148,8 +112,7 @@ def filter_shard(task: FilterShardTask) -> dict[str, Any]:
             for doc in batch:
                 count(doc, "kept")
                 kept_out.write(json.dumps(doc.to_dict(), ensure_ascii=False) + "\n")
-    if rejects:
-        write_records(join(task.out_dir, "rejects", task.shard_id + ".jsonl"), rejects)
+    rejects.write(join(task.out_dir, "rejects", task.shard_id + ".jsonl"))
     kept = counts.pop("kept", 0)
     return {"source": task.source, "docs": kept + sum(counts.values()), "kept": kept, "dropped": dict(counts),
             "rejects": len(rejects), "seconds": round(time.perf_counter() - start, 4),
@@ -170,21 +133,13 @@ def _batches(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
 class FilterStage:
     """Applies the steps to every document of the ``documents`` input, one shard per file."""
 
-    def __init__(self, steps: list[StepSpec], reader: str, reader_options: dict[str, Any], batch_size: int,
-                 output_suffix: str, write_dropped: bool, domain_key: str | None):
-        self.steps = tuple((s.component[0], s.component[1], dict(s.options)) for s in steps)
-        self.reader, self.reader_options = reader, reader_options
-        self.batch_size, self.output_suffix = batch_size, output_suffix
-        self.write_dropped, self.domain_key = write_dropped, domain_key
+    def __init__(self, config: FilterStageConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
-        files = list_input_files(ctx.input("documents"))
-        if not files:
-            raise FileNotFoundError(f"stage {ctx.name!r}: no data files under {ctx.input('documents')}")
-        tasks = [FilterShardTask(f"shard-{i:05d}", f, ctx.stage_dir, self.steps,
-                                 reader_for(f.rsplit("/", 1)[-1], self.reader), self.reader_options,
-                                 self.batch_size, self.output_suffix, self.write_dropped, self.domain_key)
-                 for i, f in enumerate(files)]
+        sources = list_sources(ctx.input("documents"), self.config.reader.name if self.config.reader else "auto")
+        tasks = [FilterShardTask(f"shard-{i:05d}", s.uri, self.config.reader or ReaderRef(name=s.reader),
+                                 ctx.stage_dir, self.config) for i, s in enumerate(sources)]
         shards = ctx.run_shards(filter_shard, tasks, desc=f"{ctx.name}: filtering")
         report = summarize(shards)
         write_json(ctx.path("report.json"), {**report, "shards": shards})

@@ -24,14 +24,14 @@ class LengthFilterConfig(Config):
 class LengthFilter:
     """Drops documents shorter or longer than the given number of characters."""
 
-    def __init__(self, min_chars: int = 0, max_chars: int | None = None):
-        self.min_chars, self.max_chars = min_chars, max_chars
+    def __init__(self, config: LengthFilterConfig):
+        self.config = config
 
     def filter(self, doc: Document) -> str | None:
         n = len(doc.text)
-        if n < self.min_chars:
+        if n < self.config.min_chars:
             return "length:too_short"
-        if self.max_chars is not None and n > self.max_chars:
+        if self.config.max_chars is not None and n > self.config.max_chars:
             return "length:too_long"
         return None
 
@@ -42,16 +42,19 @@ class RegexFilterConfig(Config):
 
     @model_validator(mode="after")
     def _compiles(self) -> RegexFilterConfig:
-        re.compile(self.pattern)
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {exc}") from None
         return self
 
 
 class RegexFilter:
     """Drops documents whose text matches a pattern (or, inverted, those that do not)."""
 
-    def __init__(self, pattern: str, drop_on_match: bool = True):
-        self.regex = re.compile(pattern)
-        self.drop_on_match = drop_on_match
+    def __init__(self, config: RegexFilterConfig):
+        self.regex = re.compile(config.pattern)
+        self.drop_on_match = config.drop_on_match
 
     def filter(self, doc: Document) -> str | None:
         matched = self.regex.search(doc.text) is not None

@@ -27,9 +27,9 @@ def register_readers(registry: Any) -> None:
 
 @hookimpl
 def register_writers(registry: Any) -> None:
-    from llm_core.builtins.jsonl import JsonlWriter, JsonlWriterConfig
+    from llm_core.builtins.jsonl import JsonlWriter
 
-    registry.add("jsonl", JsonlWriter, config=JsonlWriterConfig, summary="JSON Lines, atomic")
+    registry.add("jsonl", JsonlWriter, summary="JSON Lines, atomic")
 
 
 @hookimpl
@@ -59,25 +59,3 @@ def register_losses(registry: Any) -> None:
 
     registry.add("cross_entropy", make_cross_entropy, config=CrossEntropyConfig,
                  summary="next-token cross-entropy ignoring label -100 (masked tokens)")
-
-
-@hookimpl
-def validate_pipeline(recipe: Any, registries: Any) -> list[str]:
-    """Check the steps of every ``filter`` stage: known components, valid options."""
-    from pydantic import ValidationError
-
-    from llm_core.builtins.filter_stage import StepSpec
-    from llm_core.config import check_component
-
-    problems = []
-    for spec in recipe.stages:
-        if spec.kind != "filter":
-            continue
-        for i, raw in enumerate(spec.options.get("steps", [])):
-            try:
-                step = StepSpec.model_validate(raw)
-            except ValidationError:
-                continue  # already reported by the stage's own schema
-            kind, name = step.component
-            problems += check_component(registries[kind], name, step.options, f"stages.{spec.name}.steps[{i}]")
-    return problems

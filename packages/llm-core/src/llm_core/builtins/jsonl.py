@@ -22,9 +22,10 @@ class JsonlReaderConfig(Config):
 class JsonlReader:
     """Streams documents from a JSONL file; compression is inferred from the name."""
 
-    def __init__(self, text_key: str = "text", id_key: str = "id"):
-        self.text_key = text_key
-        self.id_key = id_key
+    def __init__(self, config: JsonlReaderConfig | None = None):
+        config = config or JsonlReaderConfig()
+        self.text_key = config.text_key
+        self.id_key = config.id_key
 
     def read(self, uri: str, on_reject: Callable[[dict[str, Any]], None]) -> Iterator[Document]:
         name = uri.rstrip("/").rsplit("/", 1)[-1]
@@ -44,10 +45,6 @@ class JsonlReader:
                 if not doc.id:
                     doc.id = f"{name}:{line_no}"
                 yield doc
-
-
-class JsonlWriterConfig(Config):
-    pass
 
 
 class JsonlWriter:

@@ -28,5 +28,7 @@ def cross_entropy(logits: Any, labels: Any, *, label_smoothing: float = 0.0) -> 
                            ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
 
 
-def make_cross_entropy(label_smoothing: float = 0.0) -> Any:
-    return partial(cross_entropy, label_smoothing=label_smoothing) if label_smoothing else cross_entropy
+def make_cross_entropy(config: CrossEntropyConfig) -> Any:
+    if config.label_smoothing:
+        return partial(cross_entropy, label_smoothing=config.label_smoothing)
+    return cross_entropy

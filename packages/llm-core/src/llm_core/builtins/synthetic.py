@@ -84,21 +84,20 @@ def _write_shard(task: _ShardTask) -> dict[str, int]:
 class SyntheticTextStage:
     """Writes ``num_docs`` seeded documents as JSONL shards under ``documents/``."""
 
-    def __init__(self, num_docs: int, num_shards: int, min_words: int, max_words: int,
-                 junk_fraction: float, duplicate_fraction: float):
-        self.num_docs, self.num_shards = num_docs, min(num_shards, num_docs)
-        self.words = (min_words, max(min_words, max_words))
-        self.junk_fraction, self.duplicate_fraction = junk_fraction, duplicate_fraction
+    def __init__(self, config: SyntheticTextConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
-        per_shard, extra = divmod(self.num_docs, self.num_shards)
+        c = self.config
+        shards = min(c.num_shards, c.num_docs)
+        per_shard, extra = divmod(c.num_docs, shards)
         tasks, first = [], 0
-        for shard in range(self.num_shards):
+        for shard in range(shards):
             count = per_shard + (1 if shard < extra else 0)
             shard_id = f"shard-{shard:05d}"
             tasks.append(_ShardTask(shard_id, ctx.path("documents", f"{shard_id}.jsonl"), first, count,
-                                    ctx.seed * 1_000_003 + shard, *self.words, self.junk_fraction,
-                                    self.duplicate_fraction))
+                                    ctx.seed * 1_000_003 + shard, c.min_words, max(c.min_words, c.max_words),
+                                    c.junk_fraction, c.duplicate_fraction))
             first += count
         results = ctx.run_shards(_write_shard, tasks, desc=f"{ctx.name}: writing shards")
         metrics = {"docs": sum(r["docs"] for r in results), "shards": len(tasks)}

@@ -6,54 +6,45 @@ Writes ``verdicts.jsonl`` (each record with its score, passed and reason) and pa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 from pydantic import Field
 
-from llm_core.builtins.filter_stage import list_input_files
 from llm_core.builtins.jsonl import write_records
 from llm_core.config import Config
+from llm_core.data_io import RejectLog, iter_records, list_sources
+from llm_core.refs import VerifierRef
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
 
 
 class VerifyStageConfig(Config):
-    verifier: str = Field(description="registered verifier name")
-    verifier_options: dict[str, Any] = Field(default_factory=dict)
+    verifier: VerifierRef = Field(description="registered verifier, e.g. \"math\" or {name, options}")
 
 
 @dataclass(frozen=True)
 class _VerifyTask:
     shard_id: str
-    source: str
+    source: Any  # a DataSource
     out: str
-    verifier: str
-    verifier_options: dict[str, Any]
+    verifier: VerifierRef
 
 
 def _verify_shard(task: _VerifyTask) -> dict[str, Any]:
     from llm_core.plugins import get_registries
 
-    verifier = get_registries().verifiers.build(task.verifier, task.verifier_options)
-    verdicts, rejects = [], []
-    with fsspec.open(task.source, "rt", encoding="utf-8", compression="infer") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                completion = record["completion"]
-            except (ValueError, KeyError, TypeError) as exc:
-                rejects.append({"source": task.source, "line": line_no, "error": repr(exc), "raw": line.rstrip()})
-                continue
-            v = verifier.verify(record.get("prompt", ""), completion, record.get("reference"))
-            verdicts.append({**record, "score": v.score, "passed": v.passed, "reason": v.reason})
+    verifier = task.verifier.build(get_registries())
+    verdicts, rejects = [], RejectLog()
+    for source, line, record in iter_records(task.source, rejects):
+        completion = record.get("completion")
+        if not isinstance(completion, str):
+            rejects.add(source, line, "missing string field 'completion'", record)
+            continue
+        v = verifier.verify(record.get("prompt", ""), completion, record.get("reference"))
+        verdicts.append({**record, "score": v.score, "passed": v.passed, "reason": v.reason})
     write_records(task.out + "/verdicts/" + task.shard_id + ".jsonl", verdicts)
-    if rejects:
-        write_records(task.out + "/rejects/" + task.shard_id + ".jsonl", rejects)
+    rejects.write(task.out + "/rejects/" + task.shard_id + ".jsonl")
     return {"n": len(verdicts), "passed": sum(v["passed"] for v in verdicts),
             "score_sum": sum(v["score"] for v in verdicts), "rejects": len(rejects)}
 
@@ -61,13 +52,12 @@ def _verify_shard(task: _VerifyTask) -> dict[str, Any]:
 class VerifyStage:
     """Runs a verifier over every completion of the ``completions`` input."""
 
-    def __init__(self, verifier: str, verifier_options: dict[str, Any]):
-        self.verifier, self.verifier_options = verifier, verifier_options
+    def __init__(self, config: VerifyStageConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
-        files = list_input_files(ctx.input("completions"))
-        tasks = [_VerifyTask(f"shard-{i:05d}", f, ctx.stage_dir, self.verifier, self.verifier_options)
-                 for i, f in enumerate(files)]
+        sources = list_sources(ctx.input("completions"))
+        tasks = [_VerifyTask(f"shard-{i:05d}", s, ctx.stage_dir, self.config.verifier) for i, s in enumerate(sources)]
         shards = ctx.run_shards(_verify_shard, tasks, desc=f"{ctx.name}: verifying")
         n = sum(s["n"] for s in shards)
         metrics = {"completions": n, "pass_rate": sum(s["passed"] for s in shards) / n if n else 0.0,

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from llm_core.config import Config
-from llm_core.executors.progress import progress
+from llm_core.progress import progress
 
 
 class LocalExecutorConfig(Config):
@@ -24,9 +24,10 @@ class LocalExecutor:
     """Runs shards in a process pool. One worker runs them in this process, in order: the mode
     for ``memory://`` stores (not shared across processes) and for debugging."""
 
-    def __init__(self, workers: int = 0, start_method: str = "spawn"):
-        self.workers = workers or os.cpu_count() or 1
-        self.start_method = start_method
+    def __init__(self, config: LocalExecutorConfig | None = None):
+        config = config or LocalExecutorConfig()
+        self.workers = config.workers or os.cpu_count() or 1
+        self.start_method = config.start_method
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, desc: str = "") -> list[Any]:
         results: list[Any] = [None] * len(items)

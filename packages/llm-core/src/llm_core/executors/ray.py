@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from llm_core.config import Config
-from llm_core.executors.progress import progress
+from llm_core.progress import progress
 
 
 class RayExecutorConfig(Config):
@@ -20,7 +20,8 @@ class RayExecutorConfig(Config):
 class RayExecutor:
     """Each shard is one Ray task; results come back in input order."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_task: float = 1.0):
+    def __init__(self, config: RayExecutorConfig):
+        address, num_cpus, cpus_per_task = config.address, config.num_cpus, config.cpus_per_task
         try:
             import ray
         except ImportError as exc:  # pragma: no cover - depends on the install

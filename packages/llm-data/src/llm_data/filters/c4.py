@@ -37,16 +37,12 @@ class C4QualityConfig(Config):
 class C4QualityFilter:
     """Removes boilerplate lines and drops documents the C4 rules reject."""
 
-    def __init__(self, remove_citations: bool = True, require_terminal_punctuation: bool = True,
-                 min_sentences: int | None = 5, min_words_per_line: int = 3,
-                 max_word_length: int | None = 1000, drop_lorem_ipsum: bool = True,
-                 drop_javascript_lines: bool = True, drop_curly_bracket: bool = True,
-                 drop_policy_lines: bool = True):
-        self.remove_citations, self.require_punct = remove_citations, require_terminal_punctuation
-        self.min_sentences, self.min_words = min_sentences, min_words_per_line
-        self.max_word_length = max_word_length
-        self.lorem, self.javascript = drop_lorem_ipsum, drop_javascript_lines
-        self.curly, self.policy = drop_curly_bracket, drop_policy_lines
+    def __init__(self, config: C4QualityConfig):
+        self.remove_citations, self.require_punct = config.remove_citations, config.require_terminal_punctuation
+        self.min_sentences, self.min_words = config.min_sentences, config.min_words_per_line
+        self.max_word_length = config.max_word_length
+        self.lorem, self.javascript = config.drop_lorem_ipsum, config.drop_javascript_lines
+        self.curly, self.policy = config.drop_curly_bracket, config.drop_policy_lines
 
     def filter(self, doc: Document) -> str | None:
         kept, sentences = [], 0

@@ -26,12 +26,10 @@ class FineWebQualityConfig(Config):
 class FineWebQualityFilter:
     """FineWeb's four extra line rules, each with its own reason."""
 
-    def __init__(self, min_punctuated_line_ratio: float = 0.12, max_short_line_ratio: float = 0.67,
-                 short_line_chars: int = 30, max_duplicate_line_char_ratio: float = 0.01,
-                 max_newlines_per_word: float = 0.3):
-        self.min_punct, self.max_short = min_punctuated_line_ratio, max_short_line_ratio
-        self.short_chars, self.max_dup = short_line_chars, max_duplicate_line_char_ratio
-        self.max_newlines = max_newlines_per_word
+    def __init__(self, config: FineWebQualityConfig):
+        self.min_punct, self.max_short = config.min_punctuated_line_ratio, config.max_short_line_ratio
+        self.short_chars, self.max_dup = config.short_line_chars, config.max_duplicate_line_char_ratio
+        self.max_newlines = config.max_newlines_per_word
 
     def filter(self, doc: Document) -> str | None:
         lines = [line for line in doc.text.split("\n") if line.strip()]

@@ -42,17 +42,13 @@ class GopherQualityConfig(Config):
 class GopherQualityFilter:
     """Drops documents whose word statistics do not look like prose (Gopher section A.1.1)."""
 
-    def __init__(self, min_doc_words: int | None = 50, max_doc_words: int | None = 100_000,
-                 min_avg_word_length: float | None = 3, max_avg_word_length: float | None = 10,
-                 max_symbol_word_ratio: float | None = 0.1, max_bullet_lines_ratio: float | None = 0.9,
-                 max_ellipsis_lines_ratio: float | None = 0.3, min_alpha_words_ratio: float | None = 0.8,
-                 min_stop_words: int | None = 2, stop_words: list[str] | None = None):
-        self.min_doc_words, self.max_doc_words = min_doc_words, max_doc_words
-        self.min_avg, self.max_avg = min_avg_word_length, max_avg_word_length
-        self.max_symbol_ratio = max_symbol_word_ratio
-        self.max_bullets, self.max_ellipsis_lines = max_bullet_lines_ratio, max_ellipsis_lines_ratio
-        self.min_alpha_ratio, self.min_stop_words = min_alpha_words_ratio, min_stop_words
-        self.stop_words = frozenset(DEFAULT_STOP_WORDS if stop_words is None else stop_words)
+    def __init__(self, config: GopherQualityConfig):
+        self.min_doc_words, self.max_doc_words = config.min_doc_words, config.max_doc_words
+        self.min_avg, self.max_avg = config.min_avg_word_length, config.max_avg_word_length
+        self.max_symbol_ratio = config.max_symbol_word_ratio
+        self.max_bullets, self.max_ellipsis_lines = config.max_bullet_lines_ratio, config.max_ellipsis_lines_ratio
+        self.min_alpha_ratio, self.min_stop_words = config.min_alpha_words_ratio, config.min_stop_words
+        self.stop_words = frozenset(DEFAULT_STOP_WORDS if config.stop_words is None else config.stop_words)
 
     def filter(self, doc: Document) -> str | None:
         text = doc.text
@@ -114,16 +110,10 @@ _LINES = re.compile(r"\n+")
 class GopherRepetitionFilter:
     """Drops documents that repeat lines, paragraphs or n-grams (Gopher section A.1.1, Table A1)."""
 
-    def __init__(self, dup_line_frac: float | None = 0.3, dup_para_frac: float | None = 0.3,
-                 dup_line_char_frac: float | None = 0.2, dup_para_char_frac: float | None = 0.2,
-                 top_n_grams: dict[int, float] | None = None, dup_n_grams: dict[int, float] | None = None):
-        self.dup_line_frac, self.dup_para_frac = dup_line_frac, dup_para_frac
-        self.dup_line_char_frac, self.dup_para_char_frac = dup_line_char_frac, dup_para_char_frac
-        if top_n_grams is None:
-            top_n_grams = {2: 0.2, 3: 0.18, 4: 0.16}
-        if dup_n_grams is None:
-            dup_n_grams = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
-        self.top_n_grams, self.dup_n_grams = sorted(top_n_grams.items()), sorted(dup_n_grams.items())
+    def __init__(self, config: GopherRepetitionConfig):
+        self.dup_line_frac, self.dup_para_frac = config.dup_line_frac, config.dup_para_frac
+        self.dup_line_char_frac, self.dup_para_char_frac = config.dup_line_char_frac, config.dup_para_char_frac
+        self.top_n_grams, self.dup_n_grams = sorted(config.top_n_grams.items()), sorted(config.dup_n_grams.items())
 
     def filter(self, doc: Document) -> str | None:
         text = doc.text

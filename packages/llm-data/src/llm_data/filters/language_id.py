@@ -38,11 +38,10 @@ class LanguageIdConfig(Config):
 class LanguageIdFilter:
     """Labels each document's language; drops those outside ``languages`` or below ``min_score``."""
 
-    def __init__(self, languages: list[str] | None = None, min_score: float = 0.65,
-                 model_path: str | None = None, label_only: bool = False):
-        self.languages = None if languages is None else frozenset(languages)
-        self.min_score, self.label_only = min_score, label_only
-        self.model = load_model(model_path or default_model_path())
+    def __init__(self, config: LanguageIdConfig):
+        self.languages = None if config.languages is None else frozenset(config.languages)
+        self.min_score, self.label_only = config.min_score, config.label_only
+        self.model = load_model(config.model_path or default_model_path())
 
     def filter(self, doc: Document) -> str | None:
         # fastText reads one line; k=-1 returns every label so that a wanted language ranked

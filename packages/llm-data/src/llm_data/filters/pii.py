@@ -74,8 +74,8 @@ class PiiConfig(Config):
 class PiiRedactor:
     """Replaces PII by typed placeholders; counts per kind land in ``metadata.pii``."""
 
-    def __init__(self, kinds: list[str] | None = None):
-        chosen = set(kinds or ALL_KINDS)
+    def __init__(self, config: PiiConfig):
+        chosen = set(config.kinds or ALL_KINDS)
         self.kinds = [k for k in ALL_KINDS if k in chosen]
         # Cheap gates: skip a pattern when the text cannot contain it.
         self._gates = {"email": "@", "ip": None, "phone": None, "credit_card": None, "iban": None}

@@ -22,10 +22,10 @@ class QualityClassifierConfig(Config):
 class QualityClassifierFilter:
     """Scores documents with the head; drops those below the threshold."""
 
-    def __init__(self, classifier: str, threshold: float | None = None, batch_size: int = 32):
-        self.head = QualityHead.load(classifier)
-        self.threshold = self.head.threshold if threshold is None else threshold
-        self.batch_size = batch_size
+    def __init__(self, config: QualityClassifierConfig):
+        self.head = QualityHead.load(config.classifier)
+        self.threshold = self.head.threshold if config.threshold is None else config.threshold
+        self.batch_size = config.batch_size
 
     def filter(self, doc: Document) -> str | None:
         return self.filter_batch([doc])[0]

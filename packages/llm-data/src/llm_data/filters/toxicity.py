@@ -30,17 +30,15 @@ class ToxicityConfig(Config):
 class ToxicityFilter:
     """Drops documents dense in toxic words, and (optionally) those a classifier finds profane."""
 
-    def __init__(self, words: list[str] | None = None, use_default_list: bool = True,
-                 max_toxic_word_ratio: float = 0.01, min_toxic_words: int = 3,
-                 use_classifier: bool = False, classifier_threshold: float = 0.5):
-        vocabulary = {w.lower() for w in words or []}
-        if use_default_list:
+    def __init__(self, config: ToxicityConfig):
+        vocabulary = {w.lower() for w in config.words or []}
+        if config.use_default_list:
             vocabulary.update(load_list("toxic_words.txt"))
         self.vocabulary = frozenset(vocabulary)
-        self.max_ratio, self.min_words = max_toxic_word_ratio, min_toxic_words
-        self.threshold = classifier_threshold
+        self.max_ratio, self.min_words = config.max_toxic_word_ratio, config.min_toxic_words
+        self.threshold = config.classifier_threshold
         self.classifier = None
-        if use_classifier:
+        if config.use_classifier:
             from profanity_check import predict_prob
 
             self.classifier = predict_prob

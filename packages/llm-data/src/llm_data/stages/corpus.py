@@ -11,6 +11,7 @@ from pydantic import Field
 
 from llm_core.builtins.jsonl import JsonlWriter
 from llm_core.config import Config
+from llm_core.data_io import RejectLog
 from llm_core.stage import StageContext
 from llm_core.types import Document, StageResult
 from llm_data.io.readers import MediaWikiReader
@@ -45,20 +46,19 @@ def read_news(path: str) -> list[Document]:
 
 
 class NoisyWikipediaStage:
-    def __init__(self, dump: str | None, news: str | None, include_news: bool, noise_fraction: float,
-                 pii_fraction: float, num_shards: int):
-        self.dump, self.news, self.include_news = dump, news, include_news
-        self.noise_fraction, self.pii_fraction, self.num_shards = noise_fraction, pii_fraction, num_shards
+    def __init__(self, config: NoisyWikipediaConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
-        rejects: list[dict] = []
-        docs = list(MediaWikiReader().read(self.dump or _gensim_file(GENSIM_WIKI), rejects.append))
-        if self.include_news:
-            docs += read_news(self.news or _gensim_file(GENSIM_NEWS))
-        docs = add_noise(docs, self.noise_fraction, self.pii_fraction, ctx.seed)
+        rejects = RejectLog()
+        docs = list(MediaWikiReader().read(self.config.dump or _gensim_file(GENSIM_WIKI), rejects))
+        if self.config.include_news:
+            docs += read_news(self.config.news or _gensim_file(GENSIM_NEWS))
+        docs = add_noise(docs, self.config.noise_fraction, self.config.pii_fraction, ctx.seed)
         writer = JsonlWriter()
-        for shard in range(self.num_shards):
-            writer.write(ctx.path("documents", f"part-{shard:05d}.jsonl.gz"), docs[shard::self.num_shards])
+        for shard in range(self.config.num_shards):
+            writer.write(ctx.path("documents", f"part-{shard:05d}.jsonl.gz"), docs[shard::self.config.num_shards])
+        rejects.write(ctx.path("rejects.jsonl"))
         noisy = sum(1 for d in docs if d.metadata["noise"] != "none")
         metrics = {"docs": len(docs), "noisy": noisy, "clean": len(docs) - noisy, "rejects": len(rejects)}
         ctx.log_metrics(metrics)

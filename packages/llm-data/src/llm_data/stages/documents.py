@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Any
 
-from llm_core.builtins.filter_stage import list_input_files, reader_for
+from llm_core.data_io import RejectLog, list_sources
 from llm_core.plugins import get_registries
+from llm_core.refs import ReaderRef
 from llm_core.types import Document
 
 
-def iter_documents(uri: str, reader: str = "auto", reader_options: dict[str, Any] | None = None,
-                   on_reject: Any = None) -> Iterator[Document]:
-    """Every document of a file or folder, file by file (malformed records go to ``on_reject``)."""
-    files = list_input_files(uri)
-    if not files:
-        raise FileNotFoundError(f"no data files under {uri}")
-    readers = get_registries().readers
-    for path in files:
-        name = reader_for(path.rsplit("/", 1)[-1], reader)
-        yield from readers.build(name, reader_options or {}).read(path, on_reject or (lambda record: None))
+def iter_documents(uri: str, rejects: RejectLog, reader: ReaderRef | None = None) -> Iterator[Document]:
+    """Every document of a file or folder, source by source; malformed records go to ``rejects``
+    (the caller writes them out: nothing is dropped silently). ``reader`` None: by file suffix."""
+    registries = get_registries()
+    for source in list_sources(uri, reader.name if reader else "auto"):
+        yield from (reader or ReaderRef(name=source.reader)).build(registries).read(source.uri, rejects)
 
 
 def reservoir_sample(docs: Iterator[Document], k: int, seed: int) -> list[Document]:

@@ -14,14 +14,15 @@ import contextlib
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from llm_core.artifacts import atomic_open, join, read_json, write_json
-from llm_core.builtins.filter_stage import list_input_files, reader_for
 from llm_core.config import Config
+from llm_core.data_io import RejectLog, list_sources
+from llm_core.refs import ReaderRef
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
 from llm_data.mixing import (
@@ -72,6 +73,7 @@ class CountTask:
     reader: str
     domain_key: str
     bytes_per_token: float
+    rejects_uri: str
 
 
 @dataclass(frozen=True)
@@ -86,17 +88,21 @@ class SampleTask:
     seed: int
 
 
-def _read(source: str, reader: str):
+def _read(source: str, reader: str, rejects: RejectLog):
     from llm_core.plugins import get_registries
 
-    return get_registries().readers.build(reader, {}).read(source, lambda record: None)
+    return ReaderRef(name=reader).build(get_registries()).read(source, rejects)
 
 
-def count_shard(task: CountTask) -> dict[str, int]:
+def count_shard(task: CountTask) -> dict[str, Any]:
+    """Tokens per domain of one source; its malformed records are written out here, once (the
+    sampling pass reads the same records and skips the same ones)."""
     tokens: Counter = Counter()
-    for doc in _read(task.source, task.reader):
+    rejects = RejectLog()
+    for doc in _read(task.source, task.reader, rejects):
         tokens[str(doc.metadata.get(task.domain_key))] += round(len(doc.text.encode()) / task.bytes_per_token)
-    return dict(tokens)
+    rejects.write(task.rejects_uri)
+    return {"domains": dict(tokens), "rejects": len(rejects)}
 
 
 def sample_shard(task: SampleTask) -> list[dict[str, int]]:
@@ -106,7 +112,7 @@ def sample_shard(task: SampleTask) -> list[dict[str, int]]:
         outputs = [stack.enter_context(atomic_open(join(task.out_dir, f"phase-{p}", f"{task.shard_id}.jsonl.gz"),
                                                    "wt", encoding="utf-8", compression="infer"))
                    for p in range(len(task.rates))]
-        for doc in _read(task.source, task.reader):
+        for doc in _read(task.source, task.reader, RejectLog()):  # rejects: counted by count_shard
             domain = str(doc.metadata.get(task.domain_key))
             tokens = round(len(doc.text.encode()) / task.bytes_per_token)
             line = json.dumps(doc.to_dict(), ensure_ascii=False) + "\n"
@@ -118,32 +124,19 @@ def sample_shard(task: SampleTask) -> list[dict[str, int]]:
     return [dict(c) for c in written]
 
 
-@dataclass(frozen=True)
 class MixStage:
-    """Plain typed fields, the same as ``MixConfig``'s (the registry validates, then builds this)."""
-
-    domain_key: str = "source"
-    method: str = "static"
-    weights: dict[str, float] = field(default_factory=dict)
-    temperature: float = 1.0
-    total_tokens: int | None = None
-    phases: list[PhaseSpec] = field(default_factory=list)
-    anneal_weights: dict[str, float] = field(default_factory=dict)
-    decay_fraction: float = 0.2
-    replay_weights: dict[str, float] = field(default_factory=dict)
-    replay_ratio: float = 0.0
-    bytes_per_token: float = 4.0
-    max_epochs: float | None = 4.0
+    def __init__(self, config: MixConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
-        o = self
-        files = list_input_files(ctx.input("documents"))
-        readers = [reader_for(f.rsplit("/", 1)[-1], "auto") for f in files]
-        counts = ctx.run_shards(count_shard, [CountTask(f"count-{i:05d}", f, r, o.domain_key, o.bytes_per_token)
-                                              for i, (f, r) in enumerate(zip(files, readers, strict=True))])
+        o = self.config
+        sources = list_sources(ctx.input("documents"))
+        counts = ctx.run_shards(count_shard, [
+            CountTask(f"count-{i:05d}", s.uri, s.reader, o.domain_key, o.bytes_per_token,
+                      ctx.path("rejects", f"count-{i:05d}.jsonl")) for i, s in enumerate(sources)])
         sizes: Counter = Counter()
         for c in counts:
-            sizes.update(c)
+            sizes.update(c["domains"])
         phases = self._phases(ctx, dict(sizes))
         missing = sorted({d for p in phases for d, w in p.weights.items() if w > 0 and not sizes.get(d)})
         if missing:
@@ -155,17 +148,17 @@ class MixStage:
         rates = tuple({d: (b / sizes[d] if sizes.get(d) else 0.0) for d, b in budget.items()} for budget in budgets)
         out = ctx.path("mixture")
         written = ctx.run_shards(sample_shard, [
-            SampleTask(f"{i:05d}", f, r, o.domain_key, o.bytes_per_token, out, rates, ctx.seed)
-            for i, (f, r) in enumerate(zip(files, readers, strict=True))])
+            SampleTask(f"{i:05d}", s.uri, s.reader, o.domain_key, o.bytes_per_token, out, rates, ctx.seed)
+            for i, s in enumerate(sources)])
         report = self._report(phases, budgets, dict(sizes), written)
         write_json(ctx.path("mixture.json"), report)
-        metrics = {"domain_tokens": dict(sizes), "phases": len(phases),
+        metrics = {"domain_tokens": dict(sizes), "phases": len(phases), "rejects": sum(c["rejects"] for c in counts),
                    "tokens_written": sum(sum(p.values()) for p in report["written"])}
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts={"mixture": out, "report": ctx.path("mixture.json")})
 
     def _phases(self, ctx: StageContext, sizes: dict[str, int]) -> list[Phase]:
-        o = self
+        o = self.config
         if o.phases:
             return [Phase(p.until_tokens, normalize(p.weights)) for p in o.phases]
         if o.method == "static":

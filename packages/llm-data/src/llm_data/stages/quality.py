@@ -8,24 +8,21 @@ dropped and the per-reason report are core's.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from llm_core.builtins.filter_stage import FilterStage, StepSpec
+from llm_core.builtins.filter_stage import FilterStage
 from llm_core.config import Config
+from llm_core.data_io import RejectLog
+from llm_core.refs import VerifierRef
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
 from llm_data.classifier import EDU_RUBRIC, judge_labels, train_head
 from llm_data.stages.documents import iter_documents, reservoir_sample
 
-REFERENCE_VS_RANDOM = "reference_vs_random"
-
 
 class TrainQualityClassifierConfig(Config):
-    labeler: str = Field(REFERENCE_VS_RANDOM, description="reference_vs_random, or a registered verifier "
-                         "used as judge (its Verdict.score is the label)")
-    judge_options: dict[str, Any] = Field(default_factory=dict, description="options of the judge verifier")
+    judge: VerifierRef | None = Field(None, description="a registered verifier used as judge (its "
+                                      "Verdict.score is the label); None: reference vs random")
     rubric: str = Field(EDU_RUBRIC, description="the judge's prompt (FineWeb-Edu educational-value rubric)")
     reference_source: str | None = Field(None, description="without a 'reference' input: documents whose "
                                          "metadata[source_key] equals this are the reference")
@@ -39,40 +36,37 @@ class TrainQualityClassifierConfig(Config):
 
 
 class TrainQualityClassifierStage:
-    def __init__(self, labeler: str, judge_options: dict[str, Any], rubric: str, reference_source: str | None,
-                 source_key: str, sample_size: int, threshold: float, test_fraction: float, l2: float,
-                 model_path: str | None, max_tokens: int):
-        self.labeler, self.judge_options, self.rubric = labeler, judge_options, rubric
-        self.reference_source, self.source_key = reference_source, source_key
-        self.sample_size, self.threshold, self.test_fraction = sample_size, threshold, test_fraction
-        self.l2, self.model_path, self.max_tokens = l2, model_path, max_tokens
+    def __init__(self, config: TrainQualityClassifierConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
-        texts, labels = self._labelled_sample(ctx)
-        head = train_head(texts, labels, self.threshold, self.test_fraction, self.l2, ctx.seed,
-                          self.model_path, self.max_tokens)
+        rejects = RejectLog()
+        texts, labels = self._labelled_sample(ctx, rejects)
+        rejects.write(ctx.path("rejects.jsonl"))
+        c = self.config
+        head = train_head(texts, labels, c.threshold, c.test_fraction, c.l2, ctx.seed, c.model_path, c.max_tokens)
         head.save(ctx.path("classifier.json"))
         metrics = {f"classifier_{k}": v for k, v in head.report.items()}
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts={"classifier": ctx.path("classifier.json")})
 
-    def _labelled_sample(self, ctx: StageContext) -> tuple[list[str], list[float]]:
-        if self.labeler != REFERENCE_VS_RANDOM:
-            judge = ctx.registries.verifiers.build(self.labeler, self.judge_options)
-            docs = reservoir_sample(iter_documents(ctx.input("documents")), self.sample_size, ctx.seed)
-            return [d.text for d in docs], judge_labels(docs, judge, self.rubric)
+    def _labelled_sample(self, ctx: StageContext, rejects: RejectLog) -> tuple[list[str], list[float]]:
+        if self.config.judge is not None:
+            judge = self.config.judge.build(ctx.registries)
+            docs = reservoir_sample(iter_documents(ctx.input("documents"), rejects), self.config.sample_size, ctx.seed)
+            return [d.text for d in docs], judge_labels(docs, judge, self.config.rubric)
         if "reference" in ctx.inputs:
-            reference = iter_documents(ctx.input("reference"))
-            random_web = iter_documents(ctx.input("documents"))
-        elif self.reference_source is not None:
-            key, value = self.source_key, self.reference_source
-            reference = (d for d in iter_documents(ctx.input("documents")) if d.metadata.get(key) == value)
-            random_web = (d for d in iter_documents(ctx.input("documents")) if d.metadata.get(key) != value)
+            reference = iter_documents(ctx.input("reference"), rejects)
+            random_web = iter_documents(ctx.input("documents"), rejects)
+        elif self.config.reference_source is not None:
+            key, value = self.config.source_key, self.config.reference_source
+            reference = (d for d in iter_documents(ctx.input("documents"), rejects) if d.metadata.get(key) == value)
+            random_web = (d for d in iter_documents(ctx.input("documents"), rejects) if d.metadata.get(key) != value)
         else:
-            raise ValueError(f"stage {ctx.name!r}: reference_vs_random needs a 'reference' input or "
-                             "the reference_source option")
-        positives = reservoir_sample(reference, self.sample_size, ctx.seed)
-        negatives = reservoir_sample(random_web, self.sample_size, ctx.seed + 1)
+            raise ValueError(f"stage {ctx.name!r}: without a judge, labels come from reference vs random "
+                             "documents, which needs a 'reference' input or the reference_source option")
+        positives = reservoir_sample(reference, self.config.sample_size, ctx.seed)
+        negatives = reservoir_sample(random_web, self.config.sample_size, ctx.seed + 1)
         return ([d.text for d in positives] + [d.text for d in negatives],
                 [1.0] * len(positives) + [0.0] * len(negatives))
 
@@ -87,15 +81,17 @@ class QualityFilterConfig(Config):
 class QualityFilterStage:
     """Core's filter stage with one step: the classifier from the ``classifier`` input."""
 
-    def __init__(self, threshold: float | None, batch_size: int, output_suffix: str, domain_key: str | None):
-        self.threshold, self.batch_size = threshold, batch_size
-        self.output_suffix, self.domain_key = output_suffix, domain_key
+    def __init__(self, config: QualityFilterConfig):
+        self.config = config
 
     def run(self, ctx: StageContext) -> StageResult:
+        c = self.config
         classifier = ctx.input("classifier")
         if not classifier.endswith(".json"):
             classifier = classifier.rstrip("/") + "/classifier.json"
-        step = StepSpec(filter="quality_classifier", options={
-            "classifier": classifier, "threshold": self.threshold, "batch_size": self.batch_size})
-        return FilterStage([step], "auto", {}, self.batch_size, self.output_suffix, True,
-                           self.domain_key).run(ctx)
+        step = {"filter": "quality_classifier",
+                "options": {"classifier": classifier, "threshold": c.threshold, "batch_size": c.batch_size}}
+        config = ctx.registries.stages.get("filter").parse({"steps": [step], "batch_size": c.batch_size,
+                                                            "output_suffix": c.output_suffix,
+                                                            "domain_key": c.domain_key})
+        return FilterStage(config).run(ctx)

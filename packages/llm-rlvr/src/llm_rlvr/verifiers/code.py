@@ -50,14 +50,15 @@ class CodeConfig(Config):
 class CodeVerifier:
     """1.0 when the program and its tests run cleanly in the sandbox, else 0.0 with the reason."""
 
-    def __init__(self, include_prompt: bool = False, isolation: str = "auto", wall_seconds: float = 10.0,
-                 cpu_seconds: int = 5, memory_mb: int = 1024, processes: int = 32, output_bytes: int = 64_000):
+    def __init__(self, config: CodeConfig | None = None):
         from llm_rlvr.sandbox import Sandbox, SandboxLimits
 
-        self.include_prompt = include_prompt
-        limits = SandboxLimits(wall_seconds=wall_seconds, cpu_seconds=cpu_seconds, memory_mb=memory_mb,
-                               processes=processes, output_bytes=output_bytes)
-        self.sandbox = Sandbox(limits, isolation=isolation)
+        config = config or CodeConfig()
+        self.include_prompt = config.include_prompt
+        limits = SandboxLimits(wall_seconds=config.wall_seconds, cpu_seconds=config.cpu_seconds,
+                               memory_mb=config.memory_mb, processes=config.processes,
+                               output_bytes=config.output_bytes)
+        self.sandbox = Sandbox(limits, isolation=config.isolation)
 
     def verify(self, prompt: str, completion: str, reference: Any) -> Verdict:
         start = time.perf_counter()

@@ -10,18 +10,19 @@ import re
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from llm_core.config import Config
+from llm_core.refs import VerifierRef, fold_options
 from llm_core.types import Verdict
 
 R1_FORMAT = r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$"
 
 
-def build_verifier(name: str, options: dict[str, Any]) -> Any:
+def build_verifier(ref: VerifierRef) -> Any:
     from llm_core.plugins import get_registries
 
-    return get_registries().verifiers.build(name, options)
+    return ref.build(get_registries())
 
 
 class FormatConfig(Config):
@@ -39,19 +40,22 @@ class FormatConfig(Config):
 class FormatVerifier:
     """1.0 when the completion matches the structure regex (default: <think>...</think><answer>...)."""
 
-    def __init__(self, pattern: str = R1_FORMAT):
-        self.regex = re.compile(pattern, re.DOTALL)
+    def __init__(self, config: FormatConfig):
+        self.regex = re.compile(config.pattern, re.DOTALL)
 
     def verify(self, prompt: str, completion: str, reference: Any) -> Verdict:
         ok = self.regex.search(completion) is not None
         return Verdict(float(ok), ok, "format ok" if ok else "format mismatch")
 
 
-class Component(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    verifier: str
-    options: dict[str, Any] = Field(default_factory=dict)
+class Component(Config):
+    """One weighted part: ``{verifier = "math", weight = 1.0}`` (options beside the name, or in
+    ``verifier = {name, options}``)."""
+
+    verifier: VerifierRef
     weight: float = 1.0
+
+    fold_verifier_options = model_validator(mode="before")(fold_options("verifier"))
 
 
 class WeightedConfig(Config):
@@ -68,11 +72,11 @@ class WeightedConfig(Config):
 class WeightedVerifier:
     """Score = sum of weight * component score (e.g. 1.0 * math + 0.2 * format)."""
 
-    def __init__(self, components: list[Component], pass_from: int = 0):
-        self.weights = [c.weight for c in components]
-        self.names = [c.verifier for c in components]
-        self.parts = [build_verifier(c.verifier, c.options) for c in components]
-        self.pass_from = pass_from
+    def __init__(self, config: WeightedConfig):
+        self.weights = [c.weight for c in config.components]
+        self.names = [c.verifier.name for c in config.components]
+        self.parts = [build_verifier(c.verifier) for c in config.components]
+        self.pass_from = config.pass_from
 
     def verify(self, prompt: str, completion: str, reference: Any) -> Verdict:
         verdicts = [p.verify(prompt, completion, reference) for p in self.parts]
@@ -82,20 +86,20 @@ class WeightedVerifier:
 
 
 class LengthPenaltyConfig(Config):
-    verifier: str = Field(description="the verifier whose score is penalized")
-    options: dict[str, Any] = Field(default_factory=dict)
+    verifier: VerifierRef = Field(description="the verifier whose score is penalized")
     max_chars: int = Field(gt=0, description="completions longer than this get the full penalty")
     buffer_chars: int = Field(0, ge=0, description="penalty ramps linearly over the last buffer_chars")
     penalty: float = Field(1.0, ge=0, description="amount subtracted at and beyond max_chars")
+
+    fold_verifier_options = model_validator(mode="before")(fold_options("verifier"))
 
 
 class LengthPenaltyVerifier:
     """The inner score minus a soft overlong penalty (DAPO): 0 up to max - buffer, then linear."""
 
-    def __init__(self, verifier: str, max_chars: int, options: dict[str, Any] | None = None,
-                 buffer_chars: int = 0, penalty: float = 1.0):
-        self.inner = build_verifier(verifier, options or {})
-        self.max_chars, self.buffer_chars, self.penalty = max_chars, buffer_chars, penalty
+    def __init__(self, config: LengthPenaltyConfig):
+        self.inner = build_verifier(config.verifier)
+        self.max_chars, self.buffer_chars, self.penalty = config.max_chars, config.buffer_chars, config.penalty
 
     def penalty_for(self, length: int) -> float:
         start = self.max_chars - self.buffer_chars

@@ -129,10 +129,10 @@ class MathConfig(Config):
 class MathVerifier:
     """Final-answer correctness for math: 1.0 when the extracted answer equals the reference."""
 
-    def __init__(self, last_number_fallback: bool = True, tolerance: float = 1e-6, use_math_verify: bool = True,
-                 use_sympy: bool = True):
-        self.last_number_fallback, self.tolerance = last_number_fallback, tolerance
-        self.use_math_verify, self.use_sympy = use_math_verify, use_sympy
+    def __init__(self, config: MathConfig | None = None):
+        config = config or MathConfig()
+        self.last_number_fallback, self.tolerance = config.last_number_fallback, config.tolerance
+        self.use_math_verify, self.use_sympy = config.use_math_verify, config.use_sympy
 
     def verify(self, prompt: str, completion: str, reference: Any) -> Verdict:
         start = time.perf_counter()

@@ -13,9 +13,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from llm_core.config import Config
+from llm_core.refs import VerifierRef, fold_options
 from llm_core.types import Verdict
 from llm_rlvr.verifiers.combine import build_verifier
 
@@ -61,22 +62,24 @@ def _holds(a: str, op: str, b: str, c: str) -> bool:
 
 
 class ProcessRewardConfig(Config):
-    scorer: str = Field(description="registered verifier implementing score_steps (a PRM)")
-    scorer_options: dict[str, Any] = Field(default_factory=dict)
+    scorer: VerifierRef = Field(description="registered verifier implementing score_steps (a PRM)")
     aggregate: Aggregate = Field("min", description="how step scores become one reward")
     step_separator: str = Field(r"\n", description="regex splitting the reasoning into steps")
     pass_threshold: float = Field(0.5, description="reward at or above which the sample passes")
+
+    fold_scorer_options = model_validator(mode="before")(fold_options("scorer", "scorer_options"))
 
 
 class ProcessRewardVerifier:
     """Splits the reasoning into steps, scores them with a PRM, aggregates (min by default)."""
 
-    def __init__(self, scorer: str, scorer_options: dict[str, Any] | None = None, aggregate: Aggregate = "min",
-                 step_separator: str = r"\n", pass_threshold: float = 0.5):
-        self.scorer = build_verifier(scorer, scorer_options or {})
+    def __init__(self, config: ProcessRewardConfig):
+        self.scorer = build_verifier(config.scorer)
         if not isinstance(self.scorer, StepScorer):
-            raise TypeError(f"verifier {scorer!r} has no score_steps(prompt, steps); it cannot score steps")
-        self.aggregate, self.separator, self.pass_threshold = aggregate, step_separator, pass_threshold
+            raise TypeError(f"verifier {config.scorer.name!r} has no score_steps(prompt, steps); it cannot "
+                            "score steps")
+        self.aggregate, self.separator = config.aggregate, config.step_separator
+        self.pass_threshold = config.pass_threshold
 
     def verify(self, prompt: str, completion: str, reference: Any) -> Verdict:
         start = time.perf_counter()
