@@ -70,7 +70,7 @@ def atomic_open(uri: str, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
 
 def write_json(uri: str, obj: Any) -> None:
     with atomic_open(uri, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=True, default=str)
+        json.dump(obj, handle, indent=2, default=str)  # key order kept: a stage lists its headline first
 
 
 def read_json(uri: str) -> Any:
@@ -170,7 +170,7 @@ class RunStore:
     def append_metrics(self, stage: str, record: dict[str, Any]) -> None:
         """Append one JSON line; on stores without append (object stores) rewrite atomically."""
         uri = self.metrics_uri(stage)
-        line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        line = json.dumps(record, default=str) + "\n"
         fs, path = url_to_fs(uri)
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         try:
@@ -194,7 +194,7 @@ class RunStore:
         kept = [r for r in records if not (isinstance(r.get("step"), int) and r["step"] >= step)]
         if len(kept) < len(records):
             with atomic_open(self.metrics_uri(stage), "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(r, sort_keys=True, default=str) + "\n" for r in kept)
+                handle.writelines(json.dumps(r, default=str) + "\n" for r in kept)
         return len(records) - len(kept)
 
     def stages_on_disk(self) -> list[str]:

@@ -212,32 +212,41 @@ def run(recipe: Path,
         resolved, host = _load(recipe, set_)
     except LlmtError as exc:
         _fail(str(exc))
+    import os
+
+    from llm_core.status import headline_text
+
     root = root or str(Path("runs") / resolved.name)
     typer.echo(f"run {resolved.name!r} -> {root}", err=True)
-    results = PipelineRunner(resolved, root, host).run(only=only, force=force)
+    runner = PipelineRunner(resolved, root, host)
+    try:
+        results = runner.run(only=only, force=force)
+    except Exception as exc:  # noqa: BLE001 - a stage's error, said once, with where to find the rest
+        if os.environ.get("LLMT_TRACEBACK") or runner.failed is None:
+            raise
+        stage, traceback_uri = runner.failed
+        _fail(f"stage {stage!r} failed: {type(exc).__name__}: {exc}\n(full traceback: {traceback_uri}; "
+              "LLMT_TRACEBACK=1 prints it here)")
     for name, result in results.items():
         if isinstance(result, str):
             typer.echo(f"{name}: {result}")
         else:
-            typer.echo(f"{name}: {json.dumps(result.metrics, default=str)}")
+            typer.echo(f"{name}: {headline_text(resolved.stage(name).kind, result.metrics, limit=12)}")
 
 
 @app.command()
 def status(root: str) -> None:
-    """Show the stages of a run folder: status, wall time, headline metrics."""
+    """Show the stages of a run folder: state (dead runs detected), wall time, headline metrics or error."""
     from llm_core.artifacts import RunStore
+    from llm_core.status import status_rows
 
+    if root.startswith("memory://"):
+        _fail(f"{root}: a memory:// store lives inside the process that ran it and is gone when it ends; "
+              "run with a local path or an object store as --root to inspect it afterwards")
     store = RunStore(root)
-    stages = store.stages_on_disk()
-    if not stages:
+    if not store.stages_on_disk():
         _fail(f"{root}: no stage manifests found (is this a run folder?)")
-    rows = []
-    for stage in stages:
-        m = store.read_manifest(stage) or {}
-        metrics = ", ".join(f"{k}={v}" for k, v in (m.get("metrics") or {}).items() if not isinstance(v, dict))
-        rows.append([stage, m.get("kind", "?"), m.get("status", "?"), str(m.get("wall_time_s", "")),
-                     m.get("finished_at", ""), metrics[:160]])
-    _print_table(f"run {root}", ["stage", "kind", "status", "wall s", "finished", "metrics"], rows)
+    _print_table(f"run {root}", ["stage", "kind", "status", "wall s", "finished", "metrics"], status_rows(store))
 
 
 def _add_plugin_commands() -> None:

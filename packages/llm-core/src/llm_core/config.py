@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, PrivateAttr, ValidationError
 
 from llm_core.errors import RecipeError, close_matches
-from llm_core.refs import check_component, resolve_refs
+from llm_core.refs import missing_modules, resolve_refs
 from llm_core.schema import Config, pydantic_problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -254,7 +254,8 @@ def parse_stage_config(recipe: Recipe, spec: StageSpec, entry: Any, registries: 
         return None, pydantic_problems(exc, where, fields, entry.config)
     except (TypeError, ValueError) as exc:
         return None, [f"{where}: {exc}"]
-    return config, resolve_refs(config, registries, where)
+    problems = resolve_refs(config, registries, where)
+    return config, problems + (missing_modules(config, where) if not problems else [])
 
 
 def stage_options(recipe: Recipe, spec: StageSpec, entry: Any) -> dict[str, Any]:
@@ -280,7 +281,10 @@ def stage_options(recipe: Recipe, spec: StageSpec, entry: Any) -> dict[str, Any]
 
 
 def _check_executor(spec: ExecutorSpec, where: str, registries: Registries) -> list[str]:
-    return check_component(registries.executors, spec.kind, spec.options, where)
+    from llm_core.refs import parse_component
+
+    config, problems = parse_component(registries.executors, spec.kind, spec.options, where, where)
+    return problems or (missing_modules(config, where) if config is not None else [])
 
 
 def _check_inputs(recipe: Recipe, spec: StageSpec, entry: Any) -> list[str]:

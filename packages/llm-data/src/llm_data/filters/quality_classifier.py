@@ -18,6 +18,9 @@ class QualityClassifierConfig(Config):
     threshold: float | None = Field(None, description="None: the threshold the head was trained with")
     batch_size: int = Field(32, ge=1, description="documents embedded at a time")
 
+    def required_modules(self) -> dict[str, str]:
+        return {"sentence_transformers": "pip install 'llm-data[classifier]'"}
+
 
 class QualityClassifierFilter:
     """Scores documents with the head; drops those below the threshold."""

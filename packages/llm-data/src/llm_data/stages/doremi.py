@@ -63,6 +63,9 @@ class DoReMiConfig(Config):
     batch_size: int = Field(16, ge=2)
     threads: int = Field(1, ge=1, description="torch threads while training (a tiny model gains nothing from more)")
 
+    def required_modules(self) -> dict[str, str]:
+        return {"torch": "pip install 'llm-data[doremi]' (and an engine: llm-torch)"}
+
 
 def domain_bytes(uri: str, domain_key: str, cap: int, rejects: RejectLog) -> dict[str, np.ndarray]:
     """Each domain's text as a byte array (documents joined by newlines), up to ``cap`` bytes."""

