@@ -154,10 +154,8 @@ class Sandbox:
     def _expected_report(self) -> IsolationReport:
         """What each run gets: fixed for bwrap and for the unprivileged fallback; as root, what the
         fallback's namespaces achieved on a trial run (probed once per process and interpreter)."""
-        if self.bwrap is not None:
-            return bwrap_report(self.drop_to_nobody)
-        if not self.drop_to_nobody:
-            return unprivileged_fallback_report()
+        if self.bwrap is not None or not self.drop_to_nobody:
+            return self._static_report()
         if self.python not in _fallback_probe:
             _fallback_probe[self.python] = self.run("pass").report
         return _fallback_probe[self.python]
@@ -179,7 +177,7 @@ class Sandbox:
         global _warned_fallback
         if not _warned_fallback:
             _warned_fallback = True
-            in_force = [layer for layer in LAYERS if getattr(self.report, layer)]
+            in_force = [layer for layer in LAYERS if layer not in self.report.missing()]
             log.warning(
                 "SANDBOX ISOLATION IS WEAKER: bubblewrap (bwrap) is not in use. In force: %s. NOT "
                 "contained, model-written code can reach: %s. Why: %s. Install bubblewrap (apt-get "
