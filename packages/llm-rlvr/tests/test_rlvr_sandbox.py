@@ -60,14 +60,22 @@ def _namespaces_are_private(isolation: str) -> None:
         pytest.skip(f"the fallback's namespaces are not available here: {report.describe()}")
 
 
-def _no_processes_left(uid: int, timeout: float = 3.0) -> bool:
+def _processes_left(uid: int, timeout: float = 3.0) -> list[str]:
+    """The command lines of ``uid``'s processes still alive after ``timeout`` (empty once all are gone)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         owned = [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) == uid]
-        if not owned:
-            return True
+        if not owned or time.monotonic() > deadline:
+            return [f"{p} {_cmdline(p)}" for p in owned]
         time.sleep(0.1)
-    return False
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
 
 
 def _uid_of(pid: str) -> int | None:
@@ -98,7 +106,8 @@ def test_sleeping_forever_hits_the_wall_clock(isolation):
 def test_fork_bomb(isolation):
     program = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     _assert_contained(isolation, program, max_seconds=10)
-    assert _no_processes_left(65534), "fork bomb processes survived the sandbox"
+    survivors = _processes_left(65534)
+    assert not survivors, f"fork bomb processes survived the sandbox: {survivors}"
 
 
 def test_memory_bomb(isolation):
