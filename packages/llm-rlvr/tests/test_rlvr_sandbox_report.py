@@ -206,6 +206,7 @@ def test_fallback_report_matches_reality(host, fresh_fallback, caplog):
 def test_refused_namespaces_are_reported_not_claimed(host, fresh_fallback, monkeypatch, caplog):
     """A default Docker container: root without CAP_SYS_ADMIN, every unshare refused."""
     refuse_all = 0x7FFFFFFF
+    hostname = socket.gethostname()
     monkeypatch.setattr(isolation_module, "LIBC", _RefusingLibc(isolation_module.LIBC, refused_flags=refuse_all))
     with caplog.at_level(logging.WARNING, logger="llmt.rlvr.sandbox"):
         sandbox = Sandbox(LIMITS, isolation="rlimits")
@@ -218,6 +219,7 @@ def test_refused_namespaces_are_reported_not_claimed(host, fresh_fallback, monke
     warning = caplog.text
     assert "host's network" in warning and "host's /tmp" in warning and "unshare(CLONE_NEWNET) failed" in warning
     assert "network_namespace" not in warning.split("In force:")[1].split(".")[0]
+    assert socket.gethostname() == hostname  # sethostname is never called outside a UTS namespace of its own
 
 
 @needs_root

@@ -45,7 +45,7 @@ _GAPS = {
     "separate_user": "it runs as the calling user, so it can signal the trainer and touch everything "
                      "that user can",
     "network_namespace": "the host's network: its interfaces, routes, loopback services and the internet",
-    "private_tmp": "the host's /tmp, /var/tmp and /dev/shm: it can read and leave files there",
+    "private_tmp": "the host's /tmp, /var/tmp, /dev/shm and /run/lock: it can read and leave files there",
     "hidden_identity": "the host's identity: its hostname, /etc/hostname, /etc/hosts, /etc/machine-id, "
                        "the names of its network interfaces in /sys",
     "ipc_namespace": "the host's System V IPC objects and POSIX message queues",
@@ -143,6 +143,9 @@ class _Attempts:
         self.done[layer] = True
 
     def report(self) -> IsolationReport:
+        for layer in LAYERS:
+            if layer not in self.done:
+                self.fail(layer, "not set up (nothing to apply it to)")
         return IsolationReport("rlimits", **{layer: self.done.get(layer, False) for layer in LAYERS},
                                reasons=tuple(self.reasons))
 
@@ -203,12 +206,14 @@ def _shadow_identity_files(attempts: _Attempts, staging: str) -> None:
             continue
         seen.add(real)
         copy = os.path.join(staging, f".identity-{len(seen)}")
+        steps = [(f"writing a copy of {path}", _write_file, copy, content.encode(), 0o444),
+                 (f"binding over {path}", _mount, copy, real, None, MS_BIND),
+                 (f"making {path} read-only", _mount, None, real, None,
+                  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)]
         try:
-            _ = (attempts.run("hidden_identity", f"writing a copy of {path}", _write_file, copy,
-                              content.encode(), 0o444)
-                 and attempts.run("hidden_identity", f"binding over {path}", _mount, copy, real, None, MS_BIND)
-                 and attempts.run("hidden_identity", f"making {path} read-only", _mount, None, real, None,
-                                  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV))
+            for what, call, *args in steps:  # each file on its own; its steps build on each other
+                if not attempts.run("hidden_identity", what, call, *args, independent=True):
+                    break
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(copy)
@@ -235,8 +240,9 @@ def isolate_child(workdir: str, source: bytes, tmp_bytes: int) -> IsolationRepor
     attempts.succeeded("rlimits")  # set by the caller, which raises when one fails
     attempts.run("network_namespace", "unshare(CLONE_NEWNET)", _unshare, CLONE_NEWNET)
     attempts.run("ipc_namespace", "unshare(CLONE_NEWIPC)", _unshare, CLONE_NEWIPC)
-    attempts.run("hidden_identity", "unshare(CLONE_NEWUTS)", _unshare, CLONE_NEWUTS)
-    attempts.run("hidden_identity", "sethostname", _sethostname, SANDBOX_HOSTNAME)
+    if attempts.run("hidden_identity", "unshare(CLONE_NEWUTS)", _unshare, CLONE_NEWUTS):
+        # Only inside a namespace of our own: in the host's, this would rename the host.
+        attempts.run("hidden_identity", "sethostname", _sethostname, SANDBOX_HOSTNAME)
     if (attempts.run("mount_namespace", "unshare(CLONE_NEWNS)", _unshare, CLONE_NEWNS)
             and attempts.run("mount_namespace", "making every mount private (MS_REC|MS_PRIVATE)", _mount,
                              None, "/", None, MS_REC | MS_PRIVATE)):
@@ -246,7 +252,7 @@ def isolate_child(workdir: str, source: bytes, tmp_bytes: int) -> IsolationRepor
         _shadow_identity_files(attempts, workdir)
         if attempts.done.get("network_namespace"):  # sysfs lists the interfaces of its mounter's namespace
             attempts.run("hidden_identity", "mounting the private network namespace's sysfs on /sys", _mount,
-                         "sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                         "sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, independent=True)
         else:
             attempts.fail("hidden_identity", "no private network namespace, so /sys lists the host's interfaces")
     else:
