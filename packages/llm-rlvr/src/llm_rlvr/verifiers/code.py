@@ -39,7 +39,9 @@ def build_program(prompt: str, completion: str, reference: Any, include_prompt: 
 
 class CodeConfig(Config):
     include_prompt: bool = Field(False, description="prepend the prompt (HumanEval: completion is the body)")
-    isolation: Literal["auto", "bwrap", "rlimits"] = Field("auto", description="bwrap when installed")
+    isolation: Literal["auto", "bwrap", "rlimits"] = Field(
+        "auto", description="auto: bwrap when installed and working, else the weaker fallback (warned); "
+                            "bwrap: refuse to fall back; rlimits: the fallback")
     wall_seconds: float = Field(10.0, gt=0)
     cpu_seconds: int = Field(5, gt=0)
     memory_mb: int = Field(1024, gt=0)
