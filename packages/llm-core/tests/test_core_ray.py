@@ -49,9 +49,9 @@ def test_ray_executor_gives_the_same_outputs_as_local(host, tmp_path):
 REPO_ROOT = Path(__file__).resolve().parents[3]
 UV_NO_SYNC_DRIVER = """
 import json, sys
-from llm_core.executors.ray import RayExecutor
+from llm_core.executors.ray import RayExecutor, RayExecutorConfig
 
-executor = RayExecutor(num_cpus=1)
+executor = RayExecutor(RayExecutorConfig(num_cpus=1))
 try:
     seen = executor.map(lambda x: (x * 2, sys.executable, sys.path), [1, 2])
 finally:
