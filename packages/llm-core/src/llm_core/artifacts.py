@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,8 +39,18 @@ def has_scheme(ref: str) -> bool:
     return "://" in ref
 
 
+def local_path(uri: str) -> str:
+    """``file://`` URIs as the local path they name, percent-escapes decoded (``%20`` is a space:
+    fsspec would otherwise create a folder literally named ``with%20space``)."""
+    if uri.startswith("file://"):
+        return urllib.parse.unquote(urllib.parse.urlparse(uri).path)
+    return uri
+
+
 def normalize_root(root: str) -> str:
-    """Local paths become absolute (so worker processes agree); URIs are kept as given."""
+    """Local paths (and ``file://`` URIs) become absolute paths, so that worker processes agree;
+    other URIs are kept as given."""
+    root = local_path(root)
     return root if has_scheme(root) else str(Path(root).expanduser().resolve())
 
 
@@ -137,6 +148,7 @@ class InputRef:
 
 def resolve_input_ref(ref: str, stage_names: list[str], base_dir: str = ".") -> InputRef:
     """``"clean"`` or ``"clean/kept"`` name a stage's output; anything else is a path or URI."""
+    ref = local_path(ref)
     head, _, rest = ref.partition("/")
     if not has_scheme(ref) and head in stage_names:
         return InputRef(ref, head, rest, "")

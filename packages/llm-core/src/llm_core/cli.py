@@ -173,6 +173,20 @@ def _type_of(prop: dict) -> str:
     return prop.get("type", prop.get("$ref", "any").rsplit("/", 1)[-1])
 
 
+def _configure_logging() -> None:
+    """llmt's own lines at INFO; other libraries' (gensim, transformers...) only from WARNING up, and
+    their progress bars off unless stderr is a terminal, so that a run's log reads as its stages."""
+    import logging
+    import os
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("llmt").setLevel(logging.INFO)
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def _load(recipe: Path, overrides: list[str] | None):
     from llm_core.config import apply_overrides, load_recipe_file, validate_recipe
     from llm_core.plugins import get_host
@@ -207,7 +221,7 @@ def run(recipe: Path,
     from llm_core.errors import LlmtError
     from llm_core.runner import PipelineRunner
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    _configure_logging()
     try:
         resolved, host = _load(recipe, set_)
     except LlmtError as exc:

@@ -117,16 +117,9 @@ class HfDatasetReader:
         self.text_key, self.id_key, self.split = config.text_key, config.id_key, config.split
 
     def read(self, uri: str, on_reject: Reject) -> Iterator[Document]:
-        import datasets
+        from llm_core.hf_datasets import load_saved_dataset
 
-        if uri.endswith(".arrow"):
-            dataset = datasets.Dataset.from_file(uri)
-        else:
-            dataset = datasets.load_from_disk(uri)
-            if isinstance(dataset, datasets.DatasetDict):
-                if self.split is None:
-                    raise ValueError(f"{uri} holds splits {list(dataset)}; set reader_options.split")
-                dataset = dataset[self.split]
+        dataset = load_saved_dataset(uri, self.split)
         if self.text_key not in dataset.column_names:
             raise KeyError(f"{uri}: no column {self.text_key!r}; columns are {dataset.column_names} "
                            "(set reader_options.text_key)")

@@ -133,7 +133,8 @@ class MixStage:
         sources = list_sources(ctx.input("documents"))
         counts = ctx.run_shards(count_shard, [
             CountTask(f"count-{i:05d}", s.uri, s.reader, o.domain_key, o.bytes_per_token,
-                      ctx.path("rejects", f"count-{i:05d}.jsonl")) for i, s in enumerate(sources)])
+                      ctx.path("rejects", f"count-{i:05d}.jsonl")) for i, s in enumerate(sources)],
+            desc=f"{ctx.name}: counting tokens per domain")
         sizes: Counter = Counter()
         for c in counts:
             sizes.update(c["domains"])
@@ -149,7 +150,7 @@ class MixStage:
         out = ctx.path("mixture")
         written = ctx.run_shards(sample_shard, [
             SampleTask(f"{i:05d}", s.uri, s.reader, o.domain_key, o.bytes_per_token, out, rates, ctx.seed)
-            for i, s in enumerate(sources)])
+            for i, s in enumerate(sources)], desc=f"{ctx.name}: sampling the mixture")
         report = self._report(phases, budgets, dict(sizes), written)
         write_json(ctx.path("mixture.json"), report)
         metrics = {"domain_tokens": dict(sizes), "phases": len(phases), "rejects": sum(c["rejects"] for c in counts),
