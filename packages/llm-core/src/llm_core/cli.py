@@ -216,7 +216,6 @@ def run(recipe: Path,
         only: Annotated[Optional[list[str]], typer.Option(help="re-run this stage (others run only if needed)")] = None,
         ) -> None:
     """Run a recipe. Complete, unchanged stages are skipped, so a killed run resumes."""
-    import logging
 
     from llm_core.errors import LlmtError
     from llm_core.runner import PipelineRunner
