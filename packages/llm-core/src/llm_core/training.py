@@ -163,11 +163,12 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers of the whole run (also right after a resume): first and final loss."""
-        out: dict[str, Any] = {"steps": self.steps}
-        if self.first_logged and self.headline in self.first_logged:
-            out[f"first_{self.headline}"] = self.first_logged[self.headline]
+        out: dict[str, Any] = {}
         if self.history and self.headline in self.history[-1]:
             out[f"final_{self.headline}"] = _round(self.history[-1][self.headline], 4)
+        if self.first_logged and self.headline in self.first_logged:
+            out[f"first_{self.headline}"] = _round(self.first_logged[self.headline], 4)
+        out["steps"] = self.steps
         return out
 
 
@@ -180,7 +181,8 @@ def _mean(parts: list[dict[str, float]]) -> dict[str, float]:
                 else sum(p[k] for p in parts if k in p) / sum(k in p for p in parts)) for k in keys}
 
 
-def _round(value: Any, digits: int = 6) -> Any:
-    if isinstance(value, float) and math.isfinite(value):
-        return round(value, digits)
+def _round(value: Any, digits: int = 7) -> Any:
+    """Logged floats to ``digits`` significant digits (a log-prob gap of 7e-8 stays visible)."""
+    if isinstance(value, float) and math.isfinite(value) and value != 0:
+        return round(value, max(0, digits - 1 - math.floor(math.log10(abs(value)))))
     return value
