@@ -143,3 +143,12 @@ def test_replay_mix_draws_the_requested_share():
     new = [i for tag, i in drawn if tag == "new"]
     assert 0.26 < len(old) / 2000 < 0.34
     assert old == list(range(len(old))) and new == list(range(len(new)))  # each source in order, no repeats
+
+
+def test_an_input_with_every_record_rejected_is_one_clear_error_and_keeps_its_rejects(host, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"txt": "wrong field"}\n[1, 2]\n{broken\n')
+    with pytest.raises(ValueError, match=r"has no usable text \(3 malformed records kept in .*rejects-tokens.jsonl"):
+        run(host, tmp_path / "run", [pretrain_stage(str(bad), tokenizer_docs=10)])
+    rejects = (tmp_path / "run" / "pretrain" / "rejects-tokens.jsonl").read_text().splitlines()
+    assert [json.loads(r)["line"] for r in rejects] == [1, 2, 3]
