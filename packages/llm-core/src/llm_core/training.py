@@ -165,9 +165,9 @@ class Trainer:
         """Headline numbers of the whole run (also right after a resume): first and final loss."""
         out: dict[str, Any] = {}
         if self.history and self.headline in self.history[-1]:
-            out[f"final_{self.headline}"] = _round(self.history[-1][self.headline], 4)
+            out[f"final_{self.headline}"] = _round(self.history[-1][self.headline])
         if self.first_logged and self.headline in self.first_logged:
-            out[f"first_{self.headline}"] = _round(self.first_logged[self.headline], 4)
+            out[f"first_{self.headline}"] = self.first_logged[self.headline]  # as logged
         out["steps"] = self.steps
         return out
 
