@@ -78,6 +78,7 @@ class TorchEngine:
     def from_request(cls, request: EngineRequest) -> TorchEngine:
         """Build what a stage asked for: a checkpoint, or a fresh model of a shape for a tokenizer."""
         if request.checkpoint is not None:
+            torch.manual_seed(request.seed)  # a value head the checkpoint lacks starts from the request's seed
             model, tokenizer = hf.load_checkpoint(request.checkpoint, value_head=request.value_head or None)
             if request.tokenizer is not None:
                 tokenizer = TextTokenizer.load(request.tokenizer)
