@@ -113,7 +113,7 @@ def train_and_export(ctx: StageContext, engine: TrainEngine, config: LoopOptions
     if config.curves:
         plot_training_curves(ctx.store.read_metrics(ctx.name), ctx.path("curves.png"), title=ctx.name, keys=CURVES)
     last = trainer.history[-1] if trainer.history else {}
-    metrics = {**result, **{k: round(v, 5) for k, v in last.items()
+    metrics = {"steps": steps, **result, **{k: round(v, 5) for k, v in last.items()
                             if isinstance(v, float) and ("/" in k or k in ("kl", "reward_mean"))}}
     return StageResult(metrics=metrics, artifacts={"checkpoint": ctx.path("checkpoint")})
 
