@@ -53,11 +53,14 @@ class HeldoutPairs:
     def evaluate(self, engine: TrainEngine) -> dict[str, float]:
         import torch
 
-        logprobs = torch.cat([engine.logprobs(batch_of(self.rows[i:i + 16])) for i in range(0, len(self.rows), 16)])
-        width = logprobs.shape[1]
+        width = max(len(r.ids) for r in self.rows)
+        logprobs = torch.zeros(len(self.rows), width)
+        for start in range(0, len(self.rows), 16):  # chunks pad to their own width; lay them side by side
+            chunk = engine.logprobs(batch_of(self.rows[start:start + 16]))
+            logprobs[start:start + chunk.shape[0], :chunk.shape[1]] = chunk
         mask = torch.zeros_like(logprobs)
         for i, row in enumerate(label_mask(self.rows)):
-            mask[i, :len(row)] = torch.tensor(row[:width])
+            mask[i, :len(row)] = torch.tensor(row)
         extra = {} if self.ref_logps is None else {"ref_logps": torch.tensor(self.ref_logps)}
         with torch.no_grad():
             loss, metrics = self.loss(logprobs, mask, **extra)
