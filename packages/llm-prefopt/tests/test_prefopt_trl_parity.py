@@ -117,3 +117,60 @@ def test_orpo_and_simpo_equal_trl():
                           accelerator=device)
     trl_simpo = CPOTrainer.cpo_loss(cpo, chosen, rejected)[0]
     assert losses.simpo(chosen, rejected, 2.0, 1.0).tolist() == pytest.approx(trl_simpo.tolist(), abs=1e-6)
+
+
+def test_kto_equals_trl_kto_trainer(hf_model, tmp_path):
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from trl import KTOConfig, KTOTrainer
+
+    from llm_core.engines import build_train_engine
+    from llm_core.plugins import get_registries
+    from llm_core.specs import EngineSpec
+
+    model, folder = hf_model
+    rows = [(p, c) for p, c, _ in token_pairs(64, 4, seed=3)]
+    labels = [True, False, True, False]
+    kl_rows = [(p, rows[i - 1][1]) for i, (p, _) in enumerate(rows)]  # TRL's rotation by one
+    ref = [-3.0, -5.5, -4.2, -6.1]
+    ref_kl = [-7.0, -6.5, -5.0, -8.0]
+
+    def engine_rows(pairs):
+        return {"input_ids": [p + c for p, c in pairs], "loss_mask": [[0] * len(p) + [1] * len(c) for p, c in pairs]}
+
+    def padded(pairs):
+        seqs = [p + c for p, c in pairs]
+        width = max(len(s) for s in seqs)
+        return (torch.tensor([s + [0] * (width - len(s)) for s in seqs]),
+                torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
+                torch.tensor([[0] * len(p) + [1] * len(c) + [0] * (width - len(p) - len(c)) for p, c in pairs]))
+
+    engine = build_train_engine(EngineSpec(name="torch"), get_registries(), checkpoint=folder)
+    loss = get_registries().losses.build("kto", {"beta": 0.1, "desirable_weight": 1.3, "undesirable_weight": 0.9})
+    with torch.no_grad():
+        batch = engine_rows(rows)
+        logprobs = engine.logprobs(batch)
+        mask = torch.zeros_like(logprobs)
+        for i, m in enumerate(batch["loss_mask"]):
+            mask[i, :len(m) - 1] = torch.tensor(m[1:], dtype=torch.float32)
+        kl_logps = engine.logprobs(engine_rows(kl_rows)).sum(-1)
+        value, _ = loss(logprobs, mask, torch.tensor(labels, dtype=torch.float32), torch.tensor(ref), kl_logps,
+                        torch.tensor(ref_kl))
+
+    backend = Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="t1", pad_token="t0")
+    dataset = Dataset.from_list([{"prompt": "t3 ", "completion": "t4 t1", "label": b} for b in labels])
+    args = KTOConfig(output_dir=str(tmp_path), beta=0.1, desirable_weight=1.3, undesirable_weight=0.9,
+                     precompute_ref_log_probs=True, use_cpu=True, report_to=[], save_strategy="no",
+                     per_device_train_batch_size=4, disable_tqdm=True)
+    trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    ids, attention, completion = padded(rows)
+    kl_ids, kl_attention, kl_completion = padded(kl_rows)
+    inputs = {"input_ids": ids, "attention_mask": attention, "completion_mask": completion,
+              "label": torch.tensor(labels), "KL_input_ids": kl_ids, "KL_attention_mask": kl_attention,
+              "KL_completion_mask": kl_completion, "ref_logps": torch.tensor(ref), "ref_KL_logps": torch.tensor(ref_kl)}
+    with torch.no_grad():
+        expected = trainer._compute_loss(trainer.model, inputs, return_outputs=False)
+    assert float(value) == pytest.approx(float(expected), abs=2e-5)

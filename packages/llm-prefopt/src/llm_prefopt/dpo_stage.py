@@ -124,5 +124,6 @@ class DpoStage:
             if evaluator and trainer.start_step() == 0:
                 ctx.log_metrics(evaluator.evaluate(engine), step=0)
 
-        summary = {"stage": "dpo", "loss": c.loss.name, "reference": c.reference, "rows_per_example": 2}
-        return train_and_export(ctx, engine, c, make_step, loss, steps, callbacks, summary, before=before)
+        summary = {"stage": "dpo", "loss": c.loss.name, "reference": c.reference}
+        return train_and_export(ctx, engine, c, make_step, loss, steps, callbacks, summary, before=before,
+                                rows_per_example=2)

@@ -66,9 +66,9 @@ class KtoStage:
         matched = [e.row for block in blocks for e in block]
         mismatched = [r for block in blocks for r in kl_rows(block, tokenizer, c.max_length)]
         desirable = sum(e.desirable for block in blocks for e in block)
-        loss_config = c.loss.build(ctx.registries).config if c.loss.name == "kto" else None
-        if isinstance(loss_config, KtoConfig):
-            warning = check_class_balance(desirable, len(matched) - desirable, loss_config)
+        loss = c.loss.build(ctx.registries)
+        if isinstance(getattr(loss, "config", None), KtoConfig):
+            warning = check_class_balance(desirable, len(matched) - desirable, loss.config)
             if warning:
                 log.warning(warning)
         table = reference.table(matched + mismatched)
@@ -89,4 +89,4 @@ class KtoStage:
                             kl_logps=summed_logps(engine, kl), ref_kl_logps=ref_kl)
 
         summary = {"stage": "kto", "loss": c.loss.name, "reference": c.reference}
-        return train_and_export(ctx, engine, c, make_step, c.loss.build(ctx.registries), steps, [], summary)
+        return train_and_export(ctx, engine, c, make_step, loss, steps, [], summary)

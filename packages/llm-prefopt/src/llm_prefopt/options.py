@@ -97,11 +97,12 @@ def _permutation(count: int, seed: int, epoch: int) -> tuple[int, ...]:
 
 def train_and_export(ctx: StageContext, engine: TrainEngine, config: LoopOptions, make_step: Callable[[int], Any],
                      loss: Any, steps: int, callbacks: list[Callback], summary: dict[str, Any],
-                     headline: str = "loss", before: Callable[[Trainer], None] | None = None) -> StageResult:
-    """The one training loop with the stage's options, then the checkpoint, curves and headline metrics."""
+                     headline: str = "loss", before: Callable[[Trainer], None] | None = None,
+                     rows_per_example: int = 1) -> StageResult:
+    """The one training loop with the stage's options, then the checkpoint, curves and headline metrics.
+    ``rows_per_example``: engine rows per example (2 for a pair), so micro-batches keep pairs whole."""
     callbacks = [*callbacks, *(ref.build(ctx.registries) for ref in config.callbacks)]
-    micro = config.micro_batch_size
-    trainer = Trainer(engine, make_step, loss, steps, micro_rows(micro, summary.get("rows_per_example", 1)),
+    trainer = Trainer(engine, make_step, loss, steps, micro_rows(config.micro_batch_size, rows_per_example),
                       metrics_log=ctx, log_every=config.log_every, checkpoint_every=config.checkpoint_every,
                       state_uri=ctx.path("resume"), keep_state=config.keep_resume_state, callbacks=callbacks,
                       name=ctx.name, headline=headline)

@@ -16,6 +16,7 @@ its end-of-turn token included, is the completion the losses score.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,11 +130,7 @@ def load_pairs(uri: str, tokenizer: Tokenizer, *, rejects_uri: str, max_length: 
     pairs = load_records(uri, lambda r: encode_pair(parse_pair(r, system_prompt), tokenizer, max_length),
                          rejects_uri=rejects_uri, what="preference pairs", split=split,
                          max_rejects_fraction=max_rejects_fraction, rejects=rejects)
-    return [p if p.id else EncodedPair(f"pair-{i}", *_fields(p)[1:]) for i, p in enumerate(pairs)]
-
-
-def _fields(pair: EncodedPair) -> tuple[Any, ...]:
-    return (pair.id, pair.prompt, pair.chosen_text, pair.rejected_text, pair.chosen, pair.rejected, pair.margin)
+    return [p if p.id else dataclasses.replace(p, id=f"pair-{i}") for i, p in enumerate(pairs)]
 
 
 def parse_completion(record: dict[str, Any], tokenizer: Tokenizer, max_length: int,
@@ -166,7 +163,7 @@ def load_completions(uri: str, tokenizer: Tokenizer, *, rejects_uri: str, max_le
     out = []
     for i, group in enumerate(groups):
         for j, c in enumerate(group):
-            out.append(c if c.id else EncodedCompletion(f"example-{i}-{j}", c.prompt, c.text, c.row, c.desirable))
+            out.append(c if c.id else dataclasses.replace(c, id=f"example-{i}-{j}"))
     return out
 
 

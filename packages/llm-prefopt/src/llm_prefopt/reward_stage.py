@@ -102,9 +102,9 @@ class RewardModelStage:
 
         before_training = pairwise_accuracy(engine, heldout) if heldout else {}
         callbacks = [HeldoutAccuracy(heldout, c.eval_every)] if heldout and c.eval_every else []
-        summary = {"stage": "reward_model", "loss": c.loss.name, "rows_per_example": 2}
+        summary = {"stage": "reward_model", "loss": c.loss.name}
         result = train_and_export(ctx, engine, c, make_step, c.loss.build(ctx.registries), steps, callbacks,
-                                  summary, headline="accuracy")
+                                  summary, headline="accuracy", rows_per_example=2)
         report = {"pairs": len(pairs), "heldout_pairs": len(heldout), "steps": steps}
         if heldout:
             after = pairwise_accuracy(engine, heldout)
