@@ -206,3 +206,30 @@ def test_on_policy_pairs_from_a_reward_model(tiny_checkpoint, pair_files, reward
     pairs = [json.loads(line) for line in (tmp_path / "pairs/pairs/pairs.jsonl").read_text().splitlines()]
     heldout = (tmp_path / "pairs/heldout/pairs.jsonl").read_text().splitlines()
     assert len(pairs) + len(heldout) >= 8 and all(p["chosen_score"] > p["rejected_score"] for p in pairs)
+
+
+def test_heldout_metrics_do_not_depend_on_how_rows_are_chunked(tiny_checkpoint):
+    import torch
+
+    from llm_core.engines import build_train_engine
+    from llm_core.plugins import get_registries
+    from llm_core.specs import EngineSpec
+    from llm_core.types import Message, PreferencePair
+    from llm_prefopt.dpo_stage import HeldoutPairs
+    from llm_prefopt.losses import PairwiseLoss, SimpoConfig
+    from llm_prefopt.pairs import batch_of, encode_pair, label_mask, pair_rows
+
+    engine = build_train_engine(EngineSpec(name="torch"), get_registries(), checkpoint=tiny_checkpoint)
+    pairs = [encode_pair(PreferencePair([Message("user", f"What is {i} + 1?")], "The answer is" + " 1" * (i % 7),
+                                        "The answer is" + " 2" * (i % 5 + 1)), engine.tokenizer, 128)
+             for i in range(20)]  # 40 rows: three chunks of different widths
+    loss = PairwiseLoss(SimpoConfig(), "simpo")
+    chunked = HeldoutPairs(pairs, None, loss, every=1).evaluate(engine)
+    rows = pair_rows(pairs)
+    logprobs = engine.logprobs(batch_of(rows))
+    mask = torch.zeros_like(logprobs)
+    for i, row in enumerate(label_mask(rows)):
+        mask[i, :len(row)] = torch.tensor(row)
+    value, metrics = loss(logprobs, mask)
+    assert chunked["eval/loss"] == pytest.approx(float(value), abs=1e-5)
+    assert chunked["eval/rewards/margins"] == pytest.approx(float(metrics["rewards/margins"]), abs=1e-5)
