@@ -11,6 +11,7 @@ and the resident set when they start.
     uv run python tools/bench_prefopt.py                       # both shapes, 8 pairs, 128 + 128 tokens
     uv run python tools/bench_prefopt.py --shapes tiny --steps 3 --warmup 1   # a smoke run
     uv run python tools/bench_prefopt.py --ppo-vs-grpo runs/prefopt-arena    # peak memory, PPO vs GRPO
+    uv run python tools/bench_prefopt.py --ppo-vs-grpo runs/prefopt-arena --model runs/smollm2-dpo/smollm2/checkpoint
 
 ``--ppo-vs-grpo RUN`` runs a few steps of the arena's ``ppo`` (policy with value head, reference,
 reward model) and ``grpo`` (policy, reference, verifier process) stages from a finished arena run,
@@ -205,15 +206,24 @@ def compare_dpo(args: argparse.Namespace) -> None:
 
 
 def compare_ppo_grpo(run: str, args: argparse.Namespace) -> None:
-    """Peak RSS of a few PPO steps vs a few GRPO steps on the arena's cold-start model."""
+    """Peak RSS of a few PPO steps vs a few GRPO steps: the arena's stages (the same prompts per step,
+    samples and tokens for both), on the arena's cold-start model or on ``--model`` (its reward
+    model then the same checkpoint with a fresh value head: the memory is the same)."""
     import tomllib
 
     recipe = tomllib.loads((Path(__file__).parents[1] / "integration/recipes/prefopt-arena.toml").read_text())
     stages = {s["name"]: s for s in recipe["stages"]}
+    sizes = {"ppo": {"prompts_per_step": args.prompts, "samples_per_prompt": args.samples},
+             "grpo": {"prompts_per_step": args.prompts, "group_size": args.samples}}
     out = {}
     for name in ("ppo", "grpo"):
-        stage = {**stages[name], "steps": args.steps, "checkpoint_every": 1000}
+        stage = {**stages[name], **sizes[name], "steps": args.steps, "checkpoint_every": 1000,
+                 "sampling": {"temperature": 1.0, "max_new_tokens": args.new_tokens}}
         stage["inputs"] = {k: str(Path(run) / v) for k, v in stage["inputs"].items()}
+        if args.model:
+            stage["inputs"]["checkpoint"] = args.model
+            if "reward_model" in stage["inputs"]:
+                stage["inputs"]["reward_model"] = args.model
         with tempfile.TemporaryDirectory() as tmp:
             yaml_path = Path(tmp) / "recipe.yaml"  # JSON is valid YAML
             yaml_path.write_text(json.dumps({"name": name, "seed": 0, "settings": {"threads": 1}, "stages": [stage]}))
@@ -223,7 +233,8 @@ def compare_ppo_grpo(run: str, args: argparse.Namespace) -> None:
             if status:
                 raise RuntimeError(f"{name} failed: {proc.stderr.read().decode()[-2000:]}")
             out[name] = usage.ru_maxrss / 1024  # KiB on Linux
-    print(f"\npeak resident set of {args.steps} steps, one process each (MiB): "
+    print(f"\npeak resident set of {args.steps} steps of {args.prompts} prompts x {args.samples} samples x "
+          f"{args.new_tokens} new tokens, one process each (MiB): "
           + ", ".join(f"{k} {v:.0f}" for k, v in out.items()) + f"; PPO / GRPO = {out['ppo'] / out['grpo']:.2f}")
 
 
@@ -238,6 +249,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--ppo-vs-grpo", metavar="RUN", help="a finished prefopt-arena run folder")
+    parser.add_argument("--model", help="--ppo-vs-grpo: a checkpoint to use instead of the arena's cold start")
+    parser.add_argument("--prompts", type=int, default=16, help="--ppo-vs-grpo: prompts per step")
+    parser.add_argument("--samples", type=int, default=2, help="--ppo-vs-grpo: samples per prompt")
+    parser.add_argument("--new-tokens", type=int, default=64, help="--ppo-vs-grpo: max new tokens")
     parser.add_argument("--child", choices=("ours", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
