@@ -11,7 +11,8 @@ and the resident set when they start.
     uv run python tools/bench_prefopt.py                       # both shapes, 8 pairs, 128 + 128 tokens
     uv run python tools/bench_prefopt.py --shapes tiny --steps 3 --warmup 1   # a smoke run
     uv run python tools/bench_prefopt.py --ppo-vs-grpo runs/prefopt-arena    # peak memory, PPO vs GRPO
-    uv run python tools/bench_prefopt.py --ppo-vs-grpo runs/prefopt-arena --model runs/smollm2-dpo/smollm2/checkpoint
+    uv run python tools/bench_prefopt.py --ppo-vs-grpo runs/prefopt-arena \
+        --checkpoint runs/smollm2-dpo/smollm2/checkpoint --prompts 4 --new-tokens 16 --steps 2
 
 ``--ppo-vs-grpo RUN`` runs a few steps of the arena's ``ppo`` (policy with value head, reference,
 reward model) and ``grpo`` (policy, reference, verifier process) stages from a finished arena run,
@@ -207,7 +208,7 @@ def compare_dpo(args: argparse.Namespace) -> None:
 
 def compare_ppo_grpo(run: str, args: argparse.Namespace) -> None:
     """Peak RSS of a few PPO steps vs a few GRPO steps: the arena's stages (the same prompts per step,
-    samples and tokens for both), on the arena's cold-start model or on ``--model`` (its reward
+    samples and tokens for both), on the arena's cold-start model or on ``--checkpoint`` (its reward
     model then the same checkpoint with a fresh value head: the memory is the same)."""
     import tomllib
 
@@ -220,10 +221,10 @@ def compare_ppo_grpo(run: str, args: argparse.Namespace) -> None:
         stage = {**stages[name], **sizes[name], "steps": args.steps, "checkpoint_every": 1000,
                  "sampling": {"temperature": 1.0, "max_new_tokens": args.new_tokens}}
         stage["inputs"] = {k: str(Path(run) / v) for k, v in stage["inputs"].items()}
-        if args.model:
-            stage["inputs"]["checkpoint"] = args.model
+        if args.checkpoint:
+            stage["inputs"]["checkpoint"] = args.checkpoint
             if "reward_model" in stage["inputs"]:
-                stage["inputs"]["reward_model"] = args.model
+                stage["inputs"]["reward_model"] = args.checkpoint
         with tempfile.TemporaryDirectory() as tmp:
             yaml_path = Path(tmp) / "recipe.yaml"  # JSON is valid YAML
             yaml_path.write_text(json.dumps({"name": name, "seed": 0, "settings": {"threads": 1}, "stages": [stage]}))
@@ -249,7 +250,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--ppo-vs-grpo", metavar="RUN", help="a finished prefopt-arena run folder")
-    parser.add_argument("--model", help="--ppo-vs-grpo: a checkpoint to use instead of the arena's cold start")
+    parser.add_argument("--checkpoint", help="--ppo-vs-grpo: a checkpoint to use instead of the arena's cold start")
     parser.add_argument("--prompts", type=int, default=16, help="--ppo-vs-grpo: prompts per step")
     parser.add_argument("--samples", type=int, default=2, help="--ppo-vs-grpo: samples per prompt")
     parser.add_argument("--new-tokens", type=int, default=64, help="--ppo-vs-grpo: max new tokens")
