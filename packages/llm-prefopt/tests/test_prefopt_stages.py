@@ -233,3 +233,18 @@ def test_heldout_metrics_do_not_depend_on_how_rows_are_chunked(tiny_checkpoint):
     value, metrics = loss(logprobs, mask)
     assert chunked["eval/loss"] == pytest.approx(float(value), abs=1e-5)
     assert chunked["eval/rewards/margins"] == pytest.approx(float(metrics["rewards/margins"]), abs=1e-5)
+
+
+def test_pairs_are_read_from_parquet_and_saved_hf_datasets(pair_files, tmp_path, stages_runner):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = [json.loads(line) for line in Path(pair_files["train"]).read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(records[:10]), tmp_path / "pairs.parquet")
+    parquet = str(tmp_path / "pairs.parquet")
+    stages = [{"name": "from_parquet", "kind": "preference_pairs", "inputs": {"pairs": parquet}}]
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_list(records[10:16]).save_to_disk(str(tmp_path / "hf"))
+    stages.append({"name": "from_hf", "kind": "preference_pairs", "inputs": {"pairs": str(tmp_path / "hf")}})
+    result = stages_runner(stages, str(tmp_path / "run"))
+    assert result["from_parquet"].metrics["pairs"] == 10 and result["from_hf"].metrics["pairs"] == 6
