@@ -20,7 +20,9 @@ the policy's token log-probs itself: ``log pi(y|x) = sum_t logprobs[t] * mask[t]
   reference-based losses, ``beta * mean-token log pi`` for SimPO and ORPO;
 * ``sft_weight`` (RPO, Pang et al. 2024, "Iterative Reasoning Preference Optimization", Eq. 2) adds
   ``sft_weight * NLL(chosen)`` to any of them, the NLL being the mean over every chosen completion
-  token of the batch (TRL's ``loss_type=["sigmoid", "sft"]`` with ``loss_weights=[1, alpha]``).
+  token of the batch (TRL's ``loss_type=["sigmoid", "sft"]`` with ``loss_weights=[1, alpha]``);
+* ORPO's own NLL term is the same chosen-completion NLL (the paper's Eq. 2); TRL's ``ORPOTrainer``
+  also counts the prompt's tokens in it, the one place these losses differ from TRL on purpose.
 """
 
 from __future__ import annotations
