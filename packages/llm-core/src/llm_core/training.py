@@ -3,7 +3,8 @@
 It reads top to bottom: ask the stage for the step's batches, ``train_step`` each with the loss,
 let the callbacks add metrics, log, show progress, checkpoint. A stage plugs in through one hook,
 ``make_step(step)``: supervised stages return one batch; RL and preference stages return a
-``StepPlan`` (rollouts done, several optimizer steps, metrics measured while building them).
+``StepPlan`` (rollouts done, several optimizer steps, metrics measured while building them,
+optionally a ``stop_early`` test that ends the step's optimizer steps early, as PPO's KL limit does).
 
 Resumable: every ``checkpoint_every`` steps the engine saves its full training state into a new
 folder ``<state_uri>/step-NNNNNN`` (``TrainEngine.save``, with the loop's own state: step,
@@ -61,6 +62,9 @@ class StepPlan:
 
     batches: Sequence[Batch]
     metrics: dict[str, float] = field(default_factory=dict)
+    # Called with each optimizer step's metrics; True skips the plan's remaining batches (PPO's
+    # early stop on KL). The step then also logs ``optimizer_steps``, how many batches it trained on.
+    stop_early: Callable[[dict[str, float]], bool] | None = None
 
 
 @dataclass
@@ -109,8 +113,14 @@ class Trainer:
         if not isinstance(plan, StepPlan):
             plan = StepPlan([plan])
         metrics: dict[str, Any] = dict(plan.metrics)
-        metrics.update(_mean([self.engine.train_step(b, self.loss_fn, self.micro_batch_size)
-                              for b in plan.batches]))
+        parts = []
+        for batch in plan.batches:
+            parts.append(self.engine.train_step(batch, self.loss_fn, self.micro_batch_size))
+            if plan.stop_early is not None and plan.stop_early(parts[-1]):
+                break
+        metrics.update(_mean(parts))
+        if plan.stop_early is not None:
+            metrics["optimizer_steps"] = len(parts)
         metrics["step_time_s"] = time.perf_counter() - started
         for callback in self.callbacks:
             callback.on_step(step, metrics, self.engine)

@@ -1,0 +1,1 @@
+"""Preference optimization for llmt: DPO family losses, reward models, PPO, RLAIF, Constitutional AI."""
