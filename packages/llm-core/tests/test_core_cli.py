@@ -32,7 +32,7 @@ def test_validate_and_run_and_status(host, tmp_path):
     root = str(tmp_path / "run")
     out = runner.invoke(app, ["run", str(recipe), "--root", root, "--set", "stages.gen.num_docs=60"])
     assert out.exit_code == 0, out.output
-    assert '"docs": 60' in out.output
+    assert "gen: docs=60" in out.output
     out = runner.invoke(app, ["status", root])
     assert out.exit_code == 0 and "completed" in out.output and "gen" in out.output
     out = runner.invoke(app, ["status", str(tmp_path / "nowhere")])
