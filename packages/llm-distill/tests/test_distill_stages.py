@@ -153,3 +153,40 @@ def test_empty_sft_set_is_an_error(run_stages, tmp_path_factory):
         run_stages([bad])
     with pytest.raises(ValueError, match=r"the SFT set is empty: no answer to 4 prompts passed 'format'"):
         run_stages([generate("strict", max_prompts=4, verifier={"name": "format", "options": {"pattern": "^$"}})])
+
+
+def test_on_policy_loop_resumes_exactly(tiny_run, tmp_path):
+    """Killed after 2 of 4 steps and resumed on fresh engines, GKD ends where an uninterrupted run
+    ends: the step's batch (coin, samples, teacher scores) is a pure function of the step."""
+    from llm_core.engines import build_train_engine
+    from llm_core.plugins import get_registries
+    from llm_core.specs import EngineSpec
+    from llm_core.training import Trainer
+    from llm_distill.distill_stage import DistillConfig, DistillStage, Parts
+    from llm_distill.examples import parse_example
+
+    registries = get_registries()
+    config = DistillConfig(mode="on_policy", loss="jsd", batch_size=3, epochs=None, steps=4,
+                           on_policy={"student_fraction": 0.5, "sampling": {"max_new_tokens": 8}})
+
+    def trainer(steps, **state):
+        teacher = build_train_engine(EngineSpec(), registries, checkpoint=f"{tiny_run}/teacher/checkpoint")
+        student = build_train_engine(EngineSpec(), registries, checkpoint=f"{tiny_run}/student/checkpoint",
+                                     chat_template=teacher.tokenizer.chat_template, optimizer=config.optimizer,
+                                     total_steps=4)
+        lines = Path(tiny_run, "data/traces/conversations.jsonl").read_text().splitlines()[:6]
+        parts = Parts(student, teacher, student, [parse_example(json.loads(x), teacher.tokenizer, 192)
+                                                  for x in lines], None)
+        ctx = type("Ctx", (), {"seed": 3})()
+        return Trainer(student, lambda step: DistillStage(config).plan_step(ctx, parts, step),
+                       config.loss.build(registries), steps, log_every=1, **state)
+
+    whole = trainer(4)
+    whole.run()
+    assert {r["on_policy"] for r in whole.history} == {0.0, 1.0}
+    state = str(tmp_path / "resume")
+    trainer(2, checkpoint_every=2, state_uri=state, keep_state=True).run()
+    resumed = trainer(4, checkpoint_every=2, state_uri=state)
+    assert resumed.start_step() == 2
+    resumed.run()
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history[2:]]

@@ -100,7 +100,8 @@ class DistillStage:
         student_uri, teacher_uri = ctx.input("student"), ctx.input("teacher")
         require_checkpoint(teacher_uri, "teacher", ctx.name)
         require_checkpoint(student_uri, "student", ctx.name)
-        teacher = ctx.train_engine(c.teacher.engine, checkpoint=teacher_uri)
+        longest = c.seq_len + 1 + (c.on_policy.sampling.max_new_tokens if c.mode == "on_policy" else 0)
+        teacher = ctx.train_engine(c.teacher.engine, checkpoint=teacher_uri, max_seq_len=longest)
         template = teacher.tokenizer.chat_template
         if template is None:
             raise ValueError(f"stage {ctx.name!r}: the teacher {teacher_uri} has no chat template, so the data "
@@ -112,7 +113,7 @@ class DistillStage:
                                  rejects_uri=ctx.path("rejects.jsonl"), stage=ctx.name,
                                  max_rejects_fraction=c.max_rejects_fraction)
         student = ctx.train_engine(c.engine, checkpoint=student_uri, chat_template=template,
-                                   max_seq_len=c.seq_len + 1 + c.on_policy.sampling.max_new_tokens,
+                                   max_seq_len=longest,
                                    optimizer=c.optimizer, total_steps=self.steps(len(examples)))
         check_same_vocabulary(student, teacher, student_uri, teacher_uri)
         rollout = self.rollout_engine(ctx, student, student_uri) if c.mode == "on_policy" else None

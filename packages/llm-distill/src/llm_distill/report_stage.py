@@ -69,7 +69,7 @@ def llama_parameters(checkpoint: str) -> int:
 
 def trained_tokens(checkpoint: str) -> int | None:
     """Target tokens the checkpoint's stage trained on: its ``student_tokens`` counter, or the sum
-    of ``tokens`` over the steps it logged (exact when it logged every step)."""
+    of ``tokens`` over its steps when it logged every step (None otherwise: unknown)."""
     uri = join(checkpoint.rstrip("/").rsplit("/", 1)[0], "metrics.jsonl")
     if not exists(uri):
         return None
@@ -82,8 +82,10 @@ def trained_tokens(checkpoint: str) -> int | None:
     counters = [r["student_tokens"] for r in by_step.values() if "student_tokens" in r]
     if counters:
         return int(max(counters))
-    sums = [r["tokens"] for r in by_step.values() if "tokens" in r]
-    return int(sum(sums)) if sums else None
+    logged = sorted(s for s, r in by_step.items() if "tokens" in r)
+    if not logged or logged != list(range(1, len(logged) + 1)):
+        return None
+    return int(sum(by_step[s]["tokens"] for s in logged))
 
 
 def read_pass_at_1(uri: str, stage: str) -> dict[str, dict[str, Any]]:
