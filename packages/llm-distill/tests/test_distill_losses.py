@@ -271,3 +271,15 @@ def test_teacher_label_logprobs_inside_and_outside_top_k():
     assert torch.allclose(got[inside], exact[inside])
     rest = 1 - values.exp().sum(-1)
     assert torch.allclose(got[~inside], torch.log(rest / (V - 4))[~inside], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["reverse_kl", "jsd"])
+def test_every_loss_reports_the_teacher_student_kl(name):
+    """Whatever the loss minimizes, its ``kl`` metric is KL(teacher || student), token mean."""
+    student_logits, teacher_logits, labels, values, ids = _inputs(seed=10)
+    logprobs, mask = _engine_inputs(student_logits, labels)
+    config = L.JsdLossConfig() if name == "jsd" else L.DistillLossConfig()
+    _, metrics = getattr(L, name)(config)(student_logits, logprobs, mask, values, ids)
+    expected = _naive_loss(student_logits.double(), teacher_logits.double(), labels, V, "forward_kl", 0.5, 1.0, 0.0,
+                           "token_mean")
+    assert metrics["kl"].item() == pytest.approx(expected, rel=1e-4)

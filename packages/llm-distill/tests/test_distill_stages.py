@@ -81,9 +81,10 @@ def test_on_policy_gkd_and_minillm(run_stages):
     root = run_stages.root
     gkd = [m for m in _metrics(root, "gkd") if "step" in m]
     assert {m["on_policy"] for m in gkd} == {0.0, 1.0}, "lambda 0.5 mixes both kinds of steps"
-    assert all(("kd_student_samples" in m) == (m["on_policy"] == 1.0) for m in gkd)
+    assert all(("kl_student_samples" in m) == (m["on_policy"] == 1.0) for m in gkd)
+    assert all(("kl_teacher_samples" in m) == (m["on_policy"] == 0.0) for m in gkd)
     manifest = json.loads((root / "gkd" / "manifest.json").read_text())
-    assert {"kd_student_samples", "kd_teacher_samples", "exposure_gap"} <= set(manifest["metrics"])
+    assert {"kl_student_samples", "kl_teacher_samples", "exposure_gap"} <= set(manifest["metrics"])
     minillm = [m for m in _metrics(root, "minillm") if "step" in m]
     assert all(m["on_policy"] == 1.0 and m["reverse_kl_samples"] == m["reverse_kl_samples"] for m in minillm)
 

@@ -163,7 +163,7 @@ class DistillStage:
                                                              "loss": c.loss.name, "result": summary})
         if c.curves:
             plot_training_curves(ctx.store.read_metrics(ctx.name), ctx.path("curves.png"), title=ctx.name,
-                                 keys=("loss", "kd", "kd_student_samples", "kd_teacher_samples", "ce", "lr"))
+                                 keys=("loss", "kl_student_samples", "kl_teacher_samples", "ce", "lr"))
         artifacts = {"checkpoint": ctx.path("checkpoint")}
         if parts.cache is not None:
             artifacts["teacher_cache"] = ctx.path(CACHE_FILE)
@@ -207,15 +207,15 @@ class DistillStage:
 
 
 class SampleSource:
-    """Splits the divergence by whose tokens it was measured on: ``kd_student_samples`` (on-policy
-    steps: the teacher-student KL on the student's own samples) or ``kd_teacher_samples``."""
+    """Splits the teacher-student KL (the loss's ``kl``) by whose tokens it was measured on:
+    ``kl_student_samples`` (on-policy steps: the student's own samples) or ``kl_teacher_samples``."""
 
     name = "sample_source"
 
     def on_step(self, step: int, metrics: dict[str, float], engine: TrainEngine) -> None:
-        if "kd" in metrics:
+        if "kl" in metrics:
             source = "student" if metrics.get("on_policy") else "teacher"
-            metrics[f"kd_{source}_samples"] = metrics["kd"]
+            metrics[f"kl_{source}_samples"] = metrics["kl"]
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -244,14 +244,14 @@ class StudentTokens:
 
 
 def exposure_summary(history: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean divergence on student vs teacher samples over the run, and their gap (exposure bias)."""
+    """Mean teacher-student KL on student vs teacher samples over the run, and their gap (exposure bias)."""
     out: dict[str, float] = {}
     for source in ("student", "teacher"):
-        values = [r[f"kd_{source}_samples"] for r in history if f"kd_{source}_samples" in r]
+        values = [r[f"kl_{source}_samples"] for r in history if f"kl_{source}_samples" in r]
         if values:
-            out[f"kd_{source}_samples"] = round(sum(values) / len(values), 4)
+            out[f"kl_{source}_samples"] = round(sum(values) / len(values), 4)
     if len(out) == 2:
-        out["exposure_gap"] = round(out["kd_student_samples"] - out["kd_teacher_samples"], 4)
+        out["exposure_gap"] = round(out["kl_student_samples"] - out["kl_teacher_samples"], 4)
     if history and "student_tokens" in history[-1]:
         out["student_tokens"] = history[-1]["student_tokens"]
     return out

@@ -19,7 +19,9 @@ Divergences, per position (Agarwal et al. 2024, "On-Policy Distillation of Langu
 
 The loss is ``(1 - alpha) * T^2 * D + alpha * CE``: the T^2 of Hinton et al. keeps the soft
 targets' gradients on the scale of the hard-label ones as T changes, and CE is the student's
-cross-entropy on the labels at temperature 1. Reduction over positions (the same for D and CE):
+cross-entropy on the labels at temperature 1. Metrics: ``kd`` (D), ``ce``, ``kl`` (KL(P || Q) at T,
+token mean, whatever D is: the teacher-student KL the stages report) and ``teacher_topk_mass``.
+Reduction over positions (the same for D and CE):
 
 * ``token_mean``: the sum over every target token of the batch divided by their count (TRL's
   ``batchmean``; each token weighs the same, long answers weigh more);
@@ -150,7 +152,7 @@ class DistillationLoss:
         ce = reduce(-logprobs, mask, c.reduction)
         loss = (1 - c.alpha) * c.temperature ** 2 * kd + c.alpha * ce
         with torch.no_grad():
-            metrics = {"kd": kd.detach(), "ce": ce.detach(),
+            metrics = {"kd": kd.detach(), "ce": ce.detach(), "kl": reduce(kl(teacher, student), mask, "token_mean"),
                        "teacher_topk_mass": covered_mass(teacher_top_logprobs, mask)}
         return loss, metrics
 
@@ -197,8 +199,9 @@ class MiniLlmLoss:
             if c.length_normalize:
                 future = future / (mask.flip(-1).cumsum(-1).flip(-1) - mask).clamp(min=1.0)
         long_term = reduce(-future * logprobs, mask, c.reduction)
-        metrics = {"single_step_kl": single.detach(),
-                   "reverse_kl_samples": reduce(-reward, mask, "token_mean")}
+        with torch.no_grad():
+            metrics = {"single_step_kl": single.detach(), "kl": reduce(kl(teacher, student), mask, "token_mean"),
+                       "reverse_kl_samples": reduce(-reward, mask, "token_mean")}
         return single + c.long_term_coef * long_term, metrics
 
 
