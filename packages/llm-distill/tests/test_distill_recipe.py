@@ -32,7 +32,7 @@ def test_recipe_validates_with_a_teacher(tmp_path):
     data = load_recipe_file(RECIPES / "tiny-r1-distill.toml")
     recipe = validate_recipe(_with_teacher(data, str(teacher)), host.registries, host)
     assert [s.kind for s in recipe.stages] == ["arithmetic_problems", "pretrain", "teacher_generate", "sft",
-                                               "distill", "distill", "rlvr_eval", "distill_report"]
+                                               "distill", "sft", "distill", "rlvr_eval", "distill_report"]
     assert json.dumps(data).count(TEACHER) == 6, "the teacher is named in six places, all the same path"
 
 
@@ -60,5 +60,7 @@ def test_same_data_as_tiny_r1_and_a_quarter_of_the_parameters():
 
     ratio = parameters(_stage(distill, "student_base")["model"]) / parameters(_stage(r1, "pretrain")["model"])
     assert 0.2 < ratio < 0.3, ratio
-    budgets = {(_stage(distill, n)["batch_size"], _stage(distill, n)["epochs"]) for n in ("hard", "soft", "gkd")}
-    assert len(budgets) == 1, "hard, soft and gkd train on the same number of sequences"
+    epochs = {n: _stage(distill, n)["epochs"] for n in ("hard", "soft", "gkd_warmup", "gkd")}
+    assert epochs["hard"] == epochs["soft"] == epochs["gkd_warmup"] + epochs["gkd"], \
+        "hard, soft and gkd (with its warm start) train on the same number of sequences"
+    assert len({_stage(distill, n)["batch_size"] for n in epochs}) == 1

@@ -148,9 +148,10 @@ class DistillReportStage:
 
     def row(self, ctx: StageContext, name: str, uri: str, scores: dict[str, Any], teacher_scores: dict[str, Any],
             probe: dict[str, Any] | None) -> dict[str, Any]:
-        share, low, high = share_interval(scores, teacher_scores)
+        is_teacher = scores is teacher_scores
+        share, low, high = (1.0, math.nan, math.nan) if is_teacher else share_interval(scores, teacher_scores)
         row = {"name": name, "checkpoint": uri, "parameters": llama_parameters(uri),
-               "trained_tokens": trained_tokens(uri), "pass_at_1": scores["pass_at_1"],
+               "trained_tokens": None if is_teacher else trained_tokens(uri), "pass_at_1": scores["pass_at_1"],
                "ci_low": scores["ci_low"], "ci_high": scores["ci_high"], "n": scores["n"],
                "share": share, "share_low": low, "share_high": high}
         if probe is not None:
