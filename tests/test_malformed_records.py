@@ -93,6 +93,16 @@ def run(tmp_path_factory):
         {"name": "eval", "kind": "rlvr_eval", "inputs": {"problems": str(tmp / "problems.jsonl"),
                                                          "policy": "sft/checkpoint"}, "max_problems": 2, **rl},
     ]
+    if find_spec("llm_distill") is not None:
+        stages += [
+            {"name": "gen", "kind": "teacher_generate", "inputs": {"teacher": "sft/checkpoint",
+                                                                   "problems": str(tmp / "problems.jsonl")},
+             "samples_per_prompt": 1, "max_prompts": 2, "sampling": {"max_new_tokens": 4}, "threads": 1,
+             "verifier": {"name": "format", "options": {"pattern": ".*"}}},
+            {"name": "distill", "kind": "distill", "inputs": {"student": "sft/checkpoint", "teacher": "sft/checkpoint",
+                                                              "conversations": str(tmp / "chats.jsonl")},
+             **train, "seq_len": 64, "epochs": None},
+        ]
     if find_spec("llm_prefopt") is not None:
         pairs = str(tmp / "pairs.jsonl")
         bad["pairs"] = _write(tmp / "pairs.jsonl", [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1),
@@ -119,7 +129,8 @@ def run(tmp_path_factory):
 
 READS = {"filter": "docs", "verify": "completions", "mix": "docs", "exact": "docs", "minhash": "docs",
          "pretrain": "docs", "tokenize": "docs", "sft": "chats", "rs": "problems", "grpo": "problems",
-         "eval": "problems", "prefs": "pairs", "dpo": "pairs", "kto": "pairs", "rm": "pairs", "label": "pairs"}
+         "eval": "problems", "prefs": "pairs", "dpo": "pairs", "kto": "pairs", "rm": "pairs", "label": "pairs",
+         "gen": "problems", "distill": "chats"}
 
 
 @pytest.mark.parametrize("stage", sorted(READS))

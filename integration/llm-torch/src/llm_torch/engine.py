@@ -155,6 +155,15 @@ class TorchEngine:
             logits = self.model(tensors["input_ids"])
         return token_logprobs(logits, tensors["labels"])
 
+    @torch.no_grad()
+    def top_logprobs(self, batch: Mapping[str, Any], k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` largest next-token logprobs (B, T, k) in fp32, sorted, and their ids; None: all."""
+        tensors = self.prepare(batch)
+        with self._autocast():
+            logits = self.model(tensors["input_ids"])
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return logp.topk(logp.shape[-1] if k is None else min(k, logp.shape[-1]), dim=-1)
+
     def forward_backward(self, batch: Mapping[str, Any], loss_fn: Callable[..., Any], scale: float = 1.0,
                          sync: bool = True) -> dict[str, float]:
         """Loss and gradients of one micro-batch, gradients scaled by ``scale`` and accumulated."""

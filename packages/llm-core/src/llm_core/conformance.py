@@ -9,7 +9,7 @@ An engine's test module describes how to build it (``EngineHarness``) and runs e
         TRAIN_ENGINE_CHECKS[check](harness)
 
 Each check builds fresh engines through the harness, so checks are independent. They cover every
-method of ``llm_core.engines``: shapes and conventions of ``logprobs``, ``train_step`` (the loss
+method of ``llm_core.engines``: shapes and conventions of ``logprobs`` and ``top_logprobs``, ``train_step`` (the loss
 receives what it names, micro-batches accumulate to the full batch), ``forward_backward`` +
 ``optimizer_step``, ``values``, ``reference``, ``save`` / ``load`` (and a resumed training loop
 equal to an uninterrupted one), ``export_hf`` / ``hf_state_dict``, and for rollouts: groups and
@@ -95,6 +95,34 @@ def check_logprobs(h: EngineHarness) -> None:
     labels = [[-100, 7, -100, 9, -100]]
     explicit = engine.logprobs({"input_ids": [rows[0]], "labels": labels})
     assert explicit[0, 0] == 0 and torch.allclose(explicit[0, 1], lp[0, 1]) and explicit[0, 2] == 0
+
+
+def check_top_logprobs(h: EngineHarness) -> None:
+    """The whole distribution sums to 1, is sorted, holds every token once and agrees with
+    ``logprobs`` at the labels; top-k is its first k entries, whatever the loss mask says."""
+    import torch
+
+    engine = h.train()
+    engine.train_step(h.batch(), cross_entropy)  # away from the initial weights
+    rows = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]  # ragged: right-padded by the engine
+    values, ids = engine.top_logprobs({"input_ids": rows})
+    assert tuple(values.shape) == tuple(ids.shape) == (2, 6, h.vocab_size), tuple(values.shape)
+    assert values.dtype == torch.float32 and not torch.is_floating_point(ids)
+    assert (values[..., :-1] >= values[..., 1:]).all(), "values are sorted from the largest"
+    assert (values.exp().sum(-1) - 1).abs().max().item() < 1e-4, "the whole vocabulary's probabilities sum to 1"
+    assert torch.equal(ids.sort(-1).values, torch.arange(h.vocab_size).expand_as(ids)), "every token once"
+    by_token = torch.empty_like(values).scatter_(-1, ids, values)  # back in vocabulary order
+    labels = engine.logprobs({"input_ids": rows})
+    for row, tokens in enumerate(rows):
+        targets = torch.tensor(tokens[1:])[:, None]
+        picked = by_token[row, :len(tokens) - 1].gather(-1, targets)[:, 0]
+        worst = (picked - labels[row, :len(tokens) - 1]).abs().max().item()
+        assert worst <= h.logprob_tolerance, f"top_logprobs at the label's id differs from logprobs() by {worst}"
+    top, top_ids = engine.top_logprobs({"input_ids": rows, "loss_mask": [[0, 1, 1, 1, 1, 1], [0, 1, 1]]}, k=5)
+    assert tuple(top.shape) == tuple(top_ids.shape) == (2, 6, 5)
+    assert (top - values[..., :5]).abs().max().item() <= h.logprob_tolerance, "top-k is the largest k, sorted"
+    assert (by_token.gather(-1, top_ids) - top).abs().max().item() <= h.logprob_tolerance, \
+        "top-k ids name the tokens of their values"
 
 
 def check_train_step(h: EngineHarness) -> None:
@@ -321,7 +349,8 @@ def check_update_weights(h: EngineHarness) -> None:
 
 
 TRAIN_ENGINE_CHECKS: dict[str, Callable[[EngineHarness], None]] = {
-    "protocols": check_protocols, "logprobs": check_logprobs, "train_step": check_train_step,
+    "protocols": check_protocols, "logprobs": check_logprobs, "top_logprobs": check_top_logprobs,
+    "train_step": check_train_step,
     "micro_batches": check_micro_batches, "forward_backward": check_forward_backward, "values": check_values,
     "reference": check_reference, "save_load": check_save_load, "resumed_loop": check_resumed_loop,
     "export_hf": check_export_hf,

@@ -18,8 +18,13 @@ fp32, 0 where ignored), ``mask`` (B, T float: 1 where a label counts), ``values`
 value head, when the engine has one) and the extra batch keys. A loss returns a scalar tensor,
 or ``(scalar, {name: number})`` whose numbers join the step's metrics.
 
+**Distributions.** ``TrainEngine.top_logprobs(batch, k)`` gives the next-token distribution at
+every position as its ``k`` largest log-probabilities and their ids (the storage-cheap form that
+distillation caches; the remaining mass is ``1 - values.exp().sum(-1)``), or the whole vocabulary
+with ``k = None``. A teacher's distribution reaches a student's loss as extra batch keys.
+
 **Log-probabilities** are raw: the model's ``log_softmax`` at temperature 1 before any top-k /
-top-p filtering, both from ``TrainEngine.logprobs`` and for the sampled tokens of
+top-p filtering, from ``TrainEngine.logprobs`` and ``top_logprobs`` and for the sampled tokens of
 ``RolloutEngine.generate``, so that the two agree on the same tokens (RL importance ratios).
 
 **Weights** travel between engines in the Hugging Face Llama layout: an HF checkpoint folder
@@ -78,6 +83,16 @@ class TrainEngine(Protocol):
 
     def logprobs(self, batch: Batch) -> Any:
         """(B, T) raw log-probabilities of the batch's labels in fp32; 0 where ignored."""
+        ...
+
+    def top_logprobs(self, batch: Batch, k: int | None = None) -> tuple[Any, Any]:
+        """The model's next-token distribution at every position: ``(values, ids)``, both (B, T, k),
+        the ``k`` largest raw log-probabilities (fp32, sorted from the largest) and their token ids;
+        ``k = None``: the whole vocabulary (k = vocab size), so that ``values.exp()`` sums to 1.
+        Position t is the distribution of the token after ``input_ids[:, t]``, the one that
+        ``labels[:, t]`` names, so at a label's position its value equals ``logprobs``. Every
+        position is filled, ignored labels or not (padding too): losses mask them. What teachers
+        give distillation losses (soft labels, GKD); ``k`` above the vocabulary size means all."""
         ...
 
     def values(self, batch: Batch) -> Any:

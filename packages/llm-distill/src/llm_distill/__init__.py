@@ -1,0 +1,1 @@
+"""Distillation: soft-label KD, hard-label KD from teacher samples, on-policy GKD and MiniLLM."""
