@@ -13,7 +13,8 @@ trains against is bit for bit what its export holds.
 Export (``save_quantized`` / ``load_quantized``): one safetensors file, for each quantized weight
 ``<name>.codes`` (int8; at INT4 two codes per ``uint8``, the first in the low nibble, each a 4-bit
 two's complement number) and ``<name>.scales`` (fp32, (rows, groups)); other tensors as they are;
-the scheme in the file's metadata.
+the scheme in the file's metadata. Tied tensors (embeddings and output head) are written once, under
+the first name.
 """
 
 from __future__ import annotations
@@ -119,7 +120,12 @@ def quantize_state(state: Mapping[str, torch.Tensor], scheme: IntScheme,
     """(exported tensors, dequantized state) for the 2-d weights whose module ``selected`` keeps."""
     exported: dict[str, torch.Tensor] = {}
     dequantized: dict[str, torch.Tensor] = {}
+    storage: dict[int, str] = {}  # tied weights (embeddings and output head) are exported once
     for name, tensor in state.items():
+        first = storage.setdefault(tensor.data_ptr(), name)
+        if first != name:
+            dequantized[name] = dequantized[first]
+            continue
         module = name.removesuffix(".weight")
         if tensor.dim() == 2 and name.endswith(".weight") and selected(module):
             codes, scales = quantize_int(tensor, scheme.bits, scheme.group_size)

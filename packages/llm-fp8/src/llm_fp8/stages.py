@@ -52,11 +52,11 @@ class QuantizeWeightsStage:
         if not quantized:
             raise ValueError(f"stage {ctx.name!r}: the module filter {c.modules.model_dump()} selects no linear "
                              f"layer of {ctx.input('checkpoint')}; weights there: {sorted(state)[:6]}...")
+        metrics = quantization_metrics(state, dequantized, quantized, c.weights)  # before: state shares storage
         save_quantized(ctx.path("quantized.safetensors"), exported, c.weights)
         engine.update_weights(dequantized)
         engine.export_hf(ctx.path("checkpoint"), {"stage": "quantize_weights", "scheme": c.weights.model_dump(),
                                                   "quantized": quantized})
-        metrics = quantization_metrics(state, dequantized, quantized, c.weights)
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts={"checkpoint": ctx.path("checkpoint"),
                                                        "quantized": ctx.path("quantized.safetensors")})
