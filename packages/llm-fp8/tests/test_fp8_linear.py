@@ -135,3 +135,14 @@ def test_online_amax_ignores_non_finite_values():
     x = torch.tensor([[1.0, float("nan")], [float("inf"), -3.0]])
     assert float(amax(x, "tensor")) == 3.0
     assert amax(x, "row").flatten().tolist() == [1.0, 3.0]
+
+
+def test_kernel_scales_have_the_layouts_cublas_reads():
+    from llm_fp8.matmul import _kernel_scale, kernel_shapes_ok
+
+    x, w = torch.randn(256, 640), torch.randn(384, 640)
+    tile = _kernel_scale(quantize_fp8(x, "e4m3", "tile"), "a")
+    assert tile.shape == (256, 5) and tile.stride() == (1, 256)  # (M, K / 128), outer-dimension major
+    block = _kernel_scale(quantize_fp8(w, "e4m3", "block"), "b")
+    assert block.shape == (8, 3) and block.stride() == (1, 8)  # (K / 128 padded to 4, N / 128), K-major
+    assert not kernel_shapes_ok(quantize_fp8(x, "e4m3", "tile"), quantize_fp8(w, "e4m3", "block"))  # CPU
