@@ -152,12 +152,13 @@ def plot_precision_curves(curves: dict[str, list[tuple[int, float]]], baseline: 
         return False
     fig, (ax_curve, ax_gap) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, height_ratios=(2, 1))
     base = dict(curves[baseline])
-    for name, curve in curves.items():
+    for index, (name, curve) in enumerate(curves.items()):
         steps, values = zip(*curve, strict=True)
-        ax_curve.plot(steps, values, label=name, linewidth=1.2)
+        color = f"C{index}"  # the same colour for a run in both panels
+        ax_curve.plot(steps, values, label=name, linewidth=1.2, color=color)
         shared = [(s, v - base[s]) for s, v in curve if s in base]
         if shared and name != baseline:
-            ax_gap.plot(*zip(*shared, strict=True), label=name, linewidth=1.0)
+            ax_gap.plot(*zip(*shared, strict=True), label=name, linewidth=1.0, color=color)
     ax_curve.set_ylabel(metric)
     ax_curve.set_title(title)
     ax_gap.axhline(0.0, color="black", linewidth=0.8)
