@@ -56,3 +56,18 @@ def test_validation_reaches_the_recipe_inside_the_engine_spec():
     assert len(problems) == 1 and problems[0].startswith("stages.train.engine.precision_recipe.options")
     unknown = EngineSpec(name="fake", precision_recipe="halve")
     assert "did you mean 'half'" in resolve_refs(unknown, regs, "engine")[0]
+
+
+def test_missing_packages_of_a_recipe_inside_an_engine_spec_are_named():
+    from llm_core.refs import missing_modules
+
+    class NeedsConfig(HalfConfig):
+        def required_modules(self):
+            return {"no_such_module_xyz": "pip install xyz"}
+
+    regs = registries()
+    regs.precision_recipes.add("needy", HalfRecipe, config=NeedsConfig)
+    spec = EngineSpec(name="fake", precision_recipe="needy")
+    assert resolve_refs(spec, regs, "engine") == []
+    assert missing_modules(spec, "engine") == ["engine.precision_recipe.options: needs the Python package "
+                                               "'no_such_module_xyz', which is not installed; pip install xyz"]

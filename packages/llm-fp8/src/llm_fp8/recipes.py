@@ -24,6 +24,13 @@ from llm_fp8.names import ElementName, Fp8Name, Granularity
 DEFAULT_EXCLUDE = ("lm_head", "*embed*", "*norm*", "value_head")
 
 
+class TorchConfig(Config):
+    """Options of a component that computes with torch (an optional dependency of this package)."""
+
+    def required_modules(self) -> dict[str, str]:
+        return {"torch": "pip install 'llm-fp8[torch]'", "safetensors": "pip install 'llm-fp8[torch]'"}
+
+
 class ModuleFilter(Config):
     """Which linear layers a recipe converts, by module path (``model.layers.0.mlp.up_proj``),
     with shell patterns; a path must match one of ``include`` and none of ``exclude``."""
@@ -38,7 +45,7 @@ class ModuleFilter(Config):
                 and not any(fnmatch.fnmatchcase(path, p) for p in self.exclude))
 
 
-class Fp8Config(Config):
+class Fp8Config(TorchConfig):
     """FP8 training with DeepSeek-V3's fine-grained scaling (arXiv 2412.19437, section 3.3)."""
 
     format: Fp8Name = Field("e4m3", description="weights and activations")
@@ -71,7 +78,7 @@ class Fp8TensorwiseConfig(Fp8Config):
     grad_scaling: Granularity = "tensor"
 
 
-class MxConfig(Config):
+class MxConfig(TorchConfig):
     """All three products of every selected linear layer in an MX format (blocks of 32, E8M0 scales)."""
 
     weight: ElementName = Field("e4m3", description="MX element format of the weights")
@@ -80,7 +87,7 @@ class MxConfig(Config):
     modules: ModuleFilter = Field(default_factory=ModuleFilter)
 
 
-class MxWeightsConfig(Config):
+class MxWeightsConfig(TorchConfig):
     """Only the weights in an MX format (MXFP4 by default), fake-quantized with a straight-through gradient."""
 
     weight: ElementName = Field("e2m1", description="e2m1 (MXFP4), e2m3 / e3m2 (MXFP6), e4m3 / e5m2 (MXFP8)")
@@ -95,7 +102,7 @@ class IntScheme(Config):
     group_size: int | None = Field(32, ge=2, description="input features per scale; null: per channel")
 
 
-class QatConfig(Config):
+class QatConfig(TorchConfig):
     """Quantization-aware training: the forward pass sees quantized weights (and activations)."""
 
     weights: IntScheme = Field(default_factory=IntScheme)

@@ -26,12 +26,12 @@ from llm_core.config import Config
 from llm_core.specs import EngineSpec
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from llm_fp8.recipes import IntScheme, ModuleFilter
+from llm_fp8.recipes import IntScheme, ModuleFilter, TorchConfig
 
 log = logging.getLogger("llmt.fp8")
 
 
-class QuantizeWeightsConfig(Config):
+class QuantizeWeightsConfig(TorchConfig):
     engine: EngineSpec = Field(default_factory=EngineSpec, description="the engine that loads and writes the model")
     weights: IntScheme = Field(default_factory=IntScheme)
     modules: ModuleFilter = Field(default_factory=ModuleFilter)
