@@ -77,7 +77,8 @@ class TorchEngine:
 
     @classmethod
     def from_request(cls, request: EngineRequest) -> TorchEngine:
-        """Build what a stage asked for: a checkpoint, or a fresh model of a shape for a tokenizer."""
+        """Build what a stage asked for: a checkpoint, or a fresh model of a shape for a tokenizer,
+        converted by the request's precision recipe (``recipe.apply(model)``) when it has one."""
         if request.checkpoint is not None:
             torch.manual_seed(request.seed)  # a value head the checkpoint lacks starts from the request's seed
             model, tokenizer = hf.load_checkpoint(request.checkpoint, value_head=request.value_head or None)
@@ -94,6 +95,8 @@ class TorchEngine:
             model = LlamaModel(config)
         if request.chat_template is not None and tokenizer is not None:
             tokenizer = tokenizer.with_chat_template(request.chat_template)
+        if request.precision_recipe is not None:  # before the optimizer: it keeps the same parameters
+            request.precision_recipe.apply(model)
         return cls(model, tokenizer, optimizer=request.optimizer, total_steps=request.total_steps,
                    device=request.device, precision=request.precision, seed=request.seed)
 

@@ -27,6 +27,16 @@ with ``k = None``. A teacher's distribution reaches a student's loss as extra ba
 top-p filtering, from ``TrainEngine.logprobs`` and ``top_logprobs`` and for the sampled tokens of
 ``RolloutEngine.generate``, so that the two agree on the same tokens (RL importance ratios).
 
+**Precision recipes** (``EngineSpec.precision_recipe``) are components of the
+``precision_recipes`` registry. ``build_train_engine`` builds the one a spec names and hands it to
+the engine in ``EngineRequest.precision_recipe``; the engine calls ``recipe.apply(model)`` once,
+on the fresh or loaded model (its own ``torch.nn.Module``) and before it builds its optimizer.
+``apply`` swaps layers in place for ones that compute in another precision (FP8, MX, fake
+quantization), keeping every parameter and its name, so checkpoints, ``hf_state_dict`` and the
+optimizer see the same weights (the fp32 master copy). ``engine.precision`` still sets what the
+untouched modules run in. A recipe never changes ``generate``'s decoding weights: it governs the
+training forward and backward passes (and ``logprobs``).
+
 **Weights** travel between engines in the Hugging Face Llama layout: an HF checkpoint folder
 (``export_hf``) or a mapping of HF parameter names to tensors (``hf_state_dict``).
 """
@@ -70,6 +80,15 @@ class Tokenizer(Protocol):
 
     def stop_ids(self) -> tuple[int, ...]:
         """Tokens that end a generated answer: the template's end of turn, then EOS."""
+        ...
+
+
+@runtime_checkable
+class PrecisionRecipe(Protocol):
+    """What the ``precision_recipes`` registry builds: it converts an engine's model in place."""
+
+    def apply(self, model: Any) -> list[str]:
+        """Swap the layers the recipe's module filter selects; returns their names (module paths)."""
         ...
 
 
@@ -165,6 +184,8 @@ class EngineRequest:
     with ``tokenizer``, a folder holding ``tokenizer.json``) says where the weights come from.
     ``optimizer`` None builds a frozen engine (reference, scorer, rollout-only). ``chat_template``
     pins a template into the engine's tokenizer, and so into every checkpoint it writes.
+    ``precision_recipe`` is a built recipe (from ``EngineSpec.precision_recipe``) that the engine
+    applies to its model before building the optimizer (see the module docstring).
     """
 
     checkpoint: str | None = None
@@ -178,6 +199,7 @@ class EngineRequest:
     precision: str = "fp32"
     value_head: bool = False
     chat_template: str | None = None  # pin this template (a name in llm_core.chat, or Jinja source)
+    precision_recipe: PrecisionRecipe | None = None  # applied to the model: recipe.apply(model)
 
     def __post_init__(self) -> None:
         if (self.checkpoint is None) == (self.model is None):
@@ -202,11 +224,18 @@ class RolloutEngineBuilder(Protocol):
 
 
 def build_train_engine(spec: EngineSpec, registries: Registries, **request: Any) -> TrainEngine:
-    """The training engine ``spec`` names, for ``EngineRequest(**request)`` on its device and precision."""
+    """The training engine ``spec`` names, for ``EngineRequest(**request)`` on its device and
+    precision, with the precision recipe it names built from the registry."""
     builder = spec.build(registries)
     if not isinstance(builder, TrainEngineBuilder):
         raise TypeError(f"engine {spec.name!r} builds no training engine (its factory returned "
                         f"{type(builder).__name__}, which has no train_engine)")
+    if spec.precision_recipe is not None:
+        recipe = spec.precision_recipe.build(registries)
+        if not isinstance(recipe, PrecisionRecipe):
+            raise TypeError(f"precision recipe {spec.precision_recipe.name!r} builds "
+                            f"{type(recipe).__name__}, which has no apply(model)")
+        request.setdefault("precision_recipe", recipe)
     return builder.train_engine(EngineRequest(device=spec.device, precision=spec.precision, **request))
 
 

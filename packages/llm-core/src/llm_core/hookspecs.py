@@ -98,8 +98,10 @@ def register_rollout_engines(registry: Registry) -> None:
 
 @hookspec
 def register_precision_recipes(registry: Registry) -> None:
-    """Register low-precision training recipes (FP8 per-tile, MX formats, QAT). Called once on
-    first use. Return None."""
+    """Register low-precision training recipes (FP8 per-tile, MX formats, QAT):
+    ``factory(config)`` returns a ``PrecisionRecipe`` (``llm_core.engines``), whose
+    ``apply(model)`` an engine calls on its model when ``EngineSpec.precision_recipe`` names it.
+    Called once on first use. Return None."""
 
 
 @hookspec

@@ -99,6 +99,9 @@ def iter_refs(value: Any, path: str) -> Iterator[tuple[str, ComponentRef]]:
     """Every reference inside a validated config, depth first, with its dotted path."""
     if isinstance(value, ComponentRef):
         yield path, value
+        for name in type(value).model_fields:  # a spec's own references (EngineSpec.precision_recipe)
+            if name not in ("name", "options"):
+                yield from iter_refs(getattr(value, name), f"{path}.{name}")
         return
     if isinstance(value, BaseModel):
         for name in type(value).model_fields:
@@ -141,6 +144,9 @@ def iter_configs(value: Any, path: str) -> Iterator[tuple[str, Config]]:
     if isinstance(value, ComponentRef):
         if value._resolved and value._config is not None:
             yield from iter_configs(value._config, f"{path}.options")
+        for name in type(value).model_fields:  # a spec's own references (EngineSpec.precision_recipe)
+            if name not in ("name", "options"):
+                yield from iter_configs(getattr(value, name), f"{path}.{name}")
         return
     if isinstance(value, Config):
         yield path, value

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from llm_core.refs import component_ref
+from llm_core.refs import PrecisionRef, component_ref
 from llm_core.schema import Config
 
 Precision = Literal["fp32", "bf16"]
@@ -83,11 +83,15 @@ class SamplingSpec(Config):
 
 class EngineSpec(component_ref("engines")):
     """Which training engine, on which device, in which precision: ``engine = "torch"`` or
-    ``engine = {name = "torch", device = "cuda", precision = "bf16", options = {...}}``."""
+    ``engine = {name = "torch", device = "cuda", precision = "bf16", options = {...}}``.
+    ``precision_recipe`` names a registered low-precision recipe (``"fp8_deepseek"``,
+    ``{name = "qat", options = {bits = 4}}``) that the engine applies to its model's layers."""
 
     name: str = Field("torch", description="registered engine")
     device: str = Field("cpu", description="cpu, cuda, cuda:1, or auto")
     precision: Precision = Field("fp32", description="bf16: autocast matmuls to bfloat16")
+    precision_recipe: PrecisionRef | None = Field(None, description="a registered precision recipe applied "
+                                                  "to the model (FP8, MX, QAT); null: none")
 
 
 class RolloutSpec(component_ref("rollout_engines")):

@@ -1,0 +1,1 @@
+"""Low-precision training: FP8 with per-tile scaling, OCP MX formats, QAT (see the README)."""
