@@ -47,10 +47,18 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_uri: str, *, tit
     axes[-1, 0].set_xlabel("step")
     if title:
         axes[0, 0].set_title(title)
+    save_figure(fig, out_uri, dpi=90)
+    return True
+
+
+def save_figure(fig: Any, out_uri: str, *, dpi: int = 100) -> None:
+    """Write a matplotlib figure as a PNG to any fsspec URI, atomically, and close it
+    (rendered to memory first: a half-written PNG never appears under the final name)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     with atomic_open(out_uri, "wb") as handle:
         handle.write(buffer.getvalue())
-    return True

@@ -12,7 +12,6 @@ independent samples: on the same problems it is conservative), and the exposure 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ from pydantic import Field
 from llm_core.artifacts import atomic_open, exists, join, read_json, write_json
 from llm_core.chat import render_prompt
 from llm_core.config import Config
+from llm_core.plots import save_figure
 from llm_core.specs import EngineSpec, RolloutSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
@@ -225,10 +225,5 @@ def plot(table: list[dict[str, Any]], out_uri: str) -> bool:
     for ax in (ax_pass, ax_share):
         ax.grid(alpha=0.3, axis="y")
         ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_open(out_uri, "wb") as handle:
-        handle.write(buffer.getvalue())
+    save_figure(fig, out_uri)
     return True

@@ -14,7 +14,6 @@ every run having seen the same batches; and its gap to the baseline's, in percen
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from typing import Any
@@ -23,6 +22,7 @@ from pydantic import Field
 
 from llm_core.artifacts import atomic_open, exists, join, write_json
 from llm_core.config import Config
+from llm_core.plots import save_figure
 from llm_core.specs import EngineSpec
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
@@ -167,10 +167,5 @@ def plot_precision_curves(curves: dict[str, list[tuple[int, float]]], baseline: 
     for ax in (ax_curve, ax_gap):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_open(out_uri, "wb") as handle:
-        handle.write(buffer.getvalue())
+    save_figure(fig, out_uri)
     return True

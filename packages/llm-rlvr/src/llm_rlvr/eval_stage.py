@@ -9,7 +9,6 @@ among the inputs, read from their ``metrics.jsonl``.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -19,6 +18,7 @@ import fsspec
 from pydantic import Field
 
 from llm_core.artifacts import atomic_open, exists, join, write_json
+from llm_core.plots import save_figure
 from llm_core.specs import SamplingSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
@@ -194,10 +194,5 @@ def plot_curves(checkpoints: dict[str, str], out_uri: str) -> bool:
     for ax in (ax_reward, ax_pass):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_open(out_uri, "wb") as handle:
-        handle.write(buffer.getvalue())
+    save_figure(fig, out_uri)
     return True
