@@ -1,0 +1,1 @@
+"""nanotron engine adapter for llmt (see README.md)."""
