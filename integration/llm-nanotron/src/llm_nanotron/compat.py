@@ -22,6 +22,7 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import sys
+import warnings
 from types import ModuleType
 
 SUPPORTED_VERSION = "0.4"
@@ -42,6 +43,15 @@ def installed_version() -> str:
                                   "pip install 'nanotron==0.4' (or uv sync in the llmt workspace)") from None
 
 
+def check_version() -> None:
+    version = installed_version()
+    if version != SUPPORTED_VERSION:
+        raise NanotronImportError(
+            f"nanotron {version} is installed; llm_nanotron.compat patches nanotron {SUPPORTED_VERSION} "
+            "(its circular import and flash_attn imports). Install nanotron==0.4, or check whether this "
+            "release still needs the patch and update llm_nanotron/compat.py")
+
+
 def load_nanotron() -> ModuleType:
     """Import nanotron 0.4 with its circular import broken and ``flash_attn`` stood in for if absent.
 
@@ -49,17 +59,14 @@ def load_nanotron() -> ModuleType:
     version, or when the line it patches is not where 0.4 has it."""
     if "nanotron.models.llama" in sys.modules:
         return sys.modules["nanotron.models.llama"]
-    version = installed_version()
-    if version != SUPPORTED_VERSION:
-        raise NanotronImportError(
-            f"nanotron {version} is installed; llm_nanotron.compat patches nanotron {SUPPORTED_VERSION} "
-            "(its circular import and flash_attn imports). Install nanotron==0.4, or check whether this "
-            "release still needs the patch and update llm_nanotron/compat.py")
+    check_version()
     if "nanotron.logging" not in sys.modules:
         _preload_logging()
     install_flash_attn_standin()
-    importlib.import_module("nanotron.config")
-    return importlib.import_module("nanotron.models.llama")
+    with warnings.catch_warnings():  # nanotron 0.4 scripts a helper with torch.jit, which torch deprecates
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        importlib.import_module("nanotron.config")
+        return importlib.import_module("nanotron.models.llama")
 
 
 def patched_logging_source(source: str) -> str:

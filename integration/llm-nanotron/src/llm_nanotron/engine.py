@@ -165,9 +165,7 @@ class NanotronEngine:
 
     def _backward(self, logprobs: torch.Tensor, logits: torch.Tensor | None) -> None:
         grad_lp = logprobs.grad if logprobs.grad is not None else torch.zeros_like(logprobs)
-        grad_logits = None
-        if logits is not None:
-            grad_logits = logits.grad if logits.grad is not None else torch.zeros_like(logits)
+        grad_logits = logits.grad if logits is not None else None  # None: the loss used logits without grad
         messages = []
         width = self.config.vocab_size // self.options.tp
         for rank in self.ranks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import traceback
+import warnings
 from multiprocessing.connection import Client
 from typing import Any
 
@@ -44,6 +45,8 @@ def serve(connection: Any) -> None:
 
 
 def main() -> None:
+    # torch deprecates the coalesced all-reduce that nanotron 0.4 uses for tied weights
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     host, port = os.environ["LLMT_NANOTRON_CLIENT"].rsplit(":", 1)
     connection = Client((host, int(port)), authkey=bytes.fromhex(os.environ["LLMT_NANOTRON_KEY"]))
     send(connection, int(os.environ["RANK"]))
