@@ -53,7 +53,8 @@ class WorkerPool:
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
                "WORLD_SIZE": str(layout.world_size), "LLMT_NANOTRON_CLIENT": f"{host}:{port}",
                "LLMT_NANOTRON_KEY": key.hex(), "OMP_NUM_THREADS": str(layout.threads),
-               "CUDA_DEVICE_MAX_CONNECTIONS": "1"}  # nanotron asserts it for its async TP kernels
+               "CUDA_DEVICE_MAX_CONNECTIONS": "1",  # nanotron asserts it for its async TP kernels
+               "TQDM_DISABLE": "1"}  # nanotron's serializer draws progress bars
         self.processes = [subprocess.Popen([sys.executable, "-m", "llm_nanotron.worker"],
                                            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
                           for r in range(layout.world_size)]

@@ -106,7 +106,7 @@ class Runtime:
         if source["kind"] == "native":
             from nanotron.serialize import load_weights
 
-            load_weights(model=slot.model, parallel_context=self.context, root_folder=Path(source["path"]) / NATIVE / "model")
+            load_weights(model=slot.model, parallel_context=self.context, root_folder=Path(source["path"]) / NATIVE)
             return
         load_full_state(slot.model, hf_source_state(source, slot.shape))
 
@@ -282,7 +282,7 @@ class Runtime:
 
     def load(self, handle: int, folder: str) -> None:
         """Restore what :meth:`save` wrote (optimizer and schedule when this slot trains)."""
-        from nanotron.random import load_random_states, set_random_state
+        from nanotron.random import set_random_state
         from nanotron.serialize import load_lr_scheduler, load_optimizer, load_weights
 
         slot = self.slots[handle]
@@ -290,12 +290,39 @@ class Runtime:
         if not (root / "model").exists():  # an HF folder: its weights only
             load_full_state(slot.model, hf_source_state({"kind": "hf", "path": folder}, slot.shape))
             return
-        load_weights(model=slot.model, parallel_context=self.context, root_folder=root / "model")
+        load_weights(model=slot.model, parallel_context=self.context, root_folder=root)
         if slot.optimizer is not None and (root / "optimizer").exists():
-            load_optimizer(optimizer=slot.optimizer, parallel_context=self.context, root_folder=root)
+            if self.device.type == "cuda":
+                load_optimizer(optimizer=slot.optimizer, parallel_context=self.context, root_folder=root)
+            else:  # the same file; nanotron's loader ends with a sanity check that moves tensors to CUDA
+                self._load_optimizer_on_cpu(slot, root)
             load_lr_scheduler(lr_scheduler=slot.scheduler, root_folder=root)
         if (root / "random").exists():
-            set_random_state(load_random_states(parallel_context=self.context, root_folder=root)["global"])
+            set_random_state(self._random_states(root)["global"])
+
+    def _random_states(self, root: Path) -> Any:
+        """The file ``nanotron.serialize.save_random_states`` wrote for this rank. Its loader calls
+        ``torch.load`` with torch's default ``weights_only=True`` (torch >= 2.6), which refuses
+        nanotron's own ``RandomStates`` class; the file is this engine's own, so it is read in full."""
+        r = self.ranks()
+        c = self.context
+        name = (f"tp-{r['tp']}-of-{c.tp_pg.size()}_dp-{r['dp']}-of-{c.dp_pg.size()}_"
+                f"pp-{r['pp']}-of-{c.pp_pg.size()}.pt")
+        return torch.load(root / "random" / name, weights_only=False)
+
+    def _load_optimizer_on_cpu(self, slot: Slot, root: Path) -> None:
+        import json
+
+        from nanotron.serialize.optimizer import optimizer_filename
+
+        saved = json.loads((root / "optimizer" / "optimizer_config.json").read_text())["parallelism"]
+        now = {"tp_size": self.spec["tp"], "pp_size": self.spec["pp"], "dp_size": self.spec["dp"]}
+        if any(int(saved[k]) != v for k, v in now.items()):
+            raise ValueError(f"{root}: the optimizer state was saved with tp / pp / dp = {saved['tp_size']} / "
+                             f"{saved['pp_size']} / {saved['dp_size']}; resume with the same engine options "
+                             "(or load the weights alone from an exported HF folder)")
+        path = root / "optimizer" / optimizer_filename(self.context, is_zero=False)
+        slot.optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
 
 
 def make_optimizer(model: Any, spec: dict[str, Any], total_steps: int) -> tuple[Any, Any]:

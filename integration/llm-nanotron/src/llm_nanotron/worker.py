@@ -47,6 +47,7 @@ def serve(connection: Any) -> None:
 def main() -> None:
     # torch deprecates the coalesced all-reduce that nanotron 0.4 uses for tied weights
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)  # nanotron's helpers
     host, port = os.environ["LLMT_NANOTRON_CLIENT"].rsplit(":", 1)
     connection = Client((host, int(port)), authkey=bytes.fromhex(os.environ["LLMT_NANOTRON_KEY"]))
     send(connection, int(os.environ["RANK"]))
