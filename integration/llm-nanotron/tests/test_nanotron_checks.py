@@ -26,7 +26,8 @@ def build(registries, tokenizer_dir, no_spawn):
     from llm_core.specs import EngineSpec, ModelShape, OptimizerSpec
 
     def make(shape=SHAPE, checkpoint=None, device="cpu", precision="fp32", **options):
-        source = {"checkpoint": checkpoint} if checkpoint else {"model": ModelShape(**shape), "tokenizer": tokenizer_dir}
+        source = {"checkpoint": checkpoint} if checkpoint else {"model": ModelShape(**shape),
+                                                                "tokenizer": tokenizer_dir}
         spec = EngineSpec(name="nanotron", device=device, precision=precision, options=options)
         return build_train_engine(spec, registries, **source, optimizer=OptimizerSpec())
 

@@ -65,7 +65,8 @@ def test_varlen_attention_matches_a_naive_reference(lengths):
     q, k, v = (torch.randn(total, h, 8, generator=g) for h in (4, 2, 2))
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
     out = fa.flash_attn_varlen_func(q, k, v, cu, cu, max(lengths), max(lengths), causal=True)
-    expected = torch.cat([naive_attention(q[a:b], k[a:b], v[a:b], True) for a, b in zip(cu[:-1], cu[1:])])
+    expected = torch.cat([naive_attention(q[a:b], k[a:b], v[a:b], True) 
+                          for a, b in zip(cu[:-1], cu[1:], strict=True)])
     assert torch.allclose(out, expected, atol=1e-6)
 
 

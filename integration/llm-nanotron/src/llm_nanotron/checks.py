@@ -11,6 +11,7 @@ from typing import Any
 
 from llm_core.artifacts import exists, join
 from llm_core.engines import EngineRequest
+from llm_nanotron import compat
 from llm_nanotron.options import NanotronOptions
 
 ROPE_BASE = 10000.0  # nanotron 0.4's rotary embedding has a fixed base
@@ -57,6 +58,9 @@ def check_request(options: NanotronOptions, shape: dict[str, Any], hf_config: di
     if request.precision == "bf16" and not request.device.startswith("cuda"):
         problems.append("engine.precision = \"bf16\" runs through nanotron's DistributedTrainer on GPU only; on "
                         "CPU use precision = \"fp32\" (or engine = \"torch\", which autocasts bf16 on CPU)")
+    if request.precision == "fp32" and request.device.startswith("cuda") and compat.flash_attn_is_installed():
+        problems.append("engine.precision = \"fp32\" on CUDA: flash-attn's kernels take bf16 / fp16 only; set "
+                        "precision = \"bf16\" (or uninstall flash-attn to use the pure-torch attention)")
     if problems:
         raise EngineSetupError(problems)
 

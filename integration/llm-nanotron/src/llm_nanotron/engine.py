@@ -103,6 +103,10 @@ class NanotronEngine:
 
     def _per_rank(self, tensors: Mapping[str, torch.Tensor], **extra: Any) -> list[dict[str, Any]]:
         labels = tensors["labels"]
+        if self.pool.layout.device == "cuda" and labels.shape[0] < self.options.dp:
+            raise ValueError(f"a batch of {labels.shape[0]} rows cannot feed engine.options.dp = {self.options.dp} "
+                             "replicas on GPU (DDP needs every replica in each backward); give each micro-batch "
+                             "at least dp rows (micro_batch_size)")
         messages = []
         for rank in self.ranks:
             share = self._row_slices(labels.shape[0])[rank["dp"]]

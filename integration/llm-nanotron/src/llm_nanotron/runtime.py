@@ -79,45 +79,44 @@ class Runtime:
 
             slot = build_with_trainer(self, shape, source, optimizer, total_steps)
         else:
-            slot = Slot(model=self._build_cpu_model(shape), shape=shape)
-            self._fill(slot, source)
+            slot = Slot(model=self.build_model(shape), shape=shape)
+            self.fill(slot.model, source, shape)
             if optimizer is not None:
-                slot.optimizer, slot.scheduler = make_optimizer(slot.model, optimizer, total_steps)
+                slot.optimizer = make_optimizer(slot.model, optimizer)
+                slot.scheduler = make_schedule(slot.optimizer, optimizer, total_steps)
         if optimizer is None:
             slot.model.requires_grad_(False)
         slot.forward_module = slot.forward_module or slot.model
         self.slots[handle] = slot
         return self.ranks()
 
-    def _build_cpu_model(self, shape: dict[str, Any]) -> Any:
+    def build_model(self, shape: dict[str, Any]) -> Any:
+        """nanotron's pieces of ``DistributedTrainer._init_model`` without its CUDA assumptions."""
         from nanotron.models.base import build_model
         from nanotron.trainer import mark_tied_parameters
 
         from llm_nanotron.model import LlmtLlamaForTraining, llama_config, p2p_on, parallelism
 
         config, par = llama_config(shape), parallelism(self.spec["tp"], self.spec["pp"], self.spec["dp"])
+        dtype = torch.bfloat16 if self.spec["precision"] == "bf16" else torch.float32
         with p2p_on(self.device):
             model = build_model(lambda: LlmtLlamaForTraining(config, self.context, par), self.context,
-                                dtype=torch.float32, device=self.device)
+                                dtype=dtype, device=self.device)
         mark_tied_parameters(model=model, parallel_context=self.context, parallel_config=par)
         return model
 
-    def _fill(self, slot: Slot, source: dict[str, Any]) -> None:
+    def fill(self, model: Any, source: dict[str, Any], shape: dict[str, Any]) -> None:
         if source["kind"] == "native":
             from nanotron.serialize import load_weights
 
-            load_weights(model=slot.model, parallel_context=self.context, root_folder=Path(source["path"]) / NATIVE)
-            return
-        load_full_state(slot.model, hf_source_state(source, slot.shape))
+            load_weights(model=model, parallel_context=self.context, root_folder=Path(source["path"]) / NATIVE)
+        else:
+            load_full_state(model, hf_source_state(source, shape))
 
     def copy(self, handle: int, source_handle: int) -> dict[str, Any]:
         """A frozen copy of another slot's current weights (``reference()``)."""
         original = self.slots[source_handle]
-        model = self._build_cpu_model(original.shape) if self.device.type == "cpu" else None
-        if model is None:
-            from llm_nanotron.gpu import build_frozen_copy
-
-            model = build_frozen_copy(self, original)
+        model = self.build_model(original.shape)
         with torch.no_grad():
             for (_, mine), (_, theirs) in zip(model.named_parameters(remove_duplicate=False),
                                               original.model.named_parameters(remove_duplicate=False), strict=True):
@@ -226,6 +225,8 @@ class Runtime:
 
         slot = self.slots[handle]
         model = slot.model
+        if slot.grad_accumulator is not None and slot.forward_module is not model:  # DDP over fp32 buffers
+            slot.grad_accumulator.fp32_grads_allreduce_handle.wait()
         if slot.grad_accumulator is None:
             for param in model.parameters():
                 if param.requires_grad and param.grad is None:
@@ -325,24 +326,27 @@ class Runtime:
         slot.optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
 
 
-def make_optimizer(model: Any, spec: dict[str, Any], total_steps: int) -> tuple[Any, Any]:
+def make_optimizer(model: Any, spec: dict[str, Any]) -> Any:
     """AdamW as the embedded engine sets it up (no decay on 1-d tensors, fused kernel) behind
-    nanotron's ``NamedOptimizer``, and the llmt schedule as a ``LambdaLR`` (nanotron saves both)."""
+    nanotron's ``NamedOptimizer`` (whose state nanotron's serializer saves)."""
     from nanotron.optim.named_optimizer import NamedOptimizer
-
-    from llm_torch.schedules import Schedule
 
     named = [(n, p) for n, p in model.get_named_params_with_correct_tied() if p.requires_grad]
     groups = [{"named_params": [(n, p) for n, p in named if p.dim() >= 2], "weight_decay": spec["weight_decay"]},
               {"named_params": [(n, p) for n, p in named if p.dim() < 2], "weight_decay": 0.0}]
-    groups = [g for g in groups if g["named_params"]]
-    optimizer = NamedOptimizer(named_params_or_groups=groups, optimizer_builder=lambda params: torch.optim.AdamW(
-        params, lr=spec["lr"], betas=tuple(spec["betas"]), fused=True))
+    return NamedOptimizer(named_params_or_groups=[g for g in groups if g["named_params"]],
+                          optimizer_builder=lambda params: torch.optim.AdamW(params, lr=spec["lr"],
+                                                                             betas=tuple(spec["betas"]), fused=True))
+
+
+def make_schedule(optimizer: Any, spec: dict[str, Any], total_steps: int) -> Any:
+    """The llmt schedule (``OptimizerSpec``) as a ``LambdaLR``, which nanotron's serializer saves."""
+    from llm_torch.schedules import Schedule
+
     schedule = Schedule(spec["lr"], total_steps, spec["warmup_steps"], spec["schedule"], spec["min_lr_ratio"],
                         spec["decay_fraction"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.get_base_optimizer(),
-                                                  lambda step: schedule.lr(step) / schedule.peak_lr)
-    return optimizer, scheduler
+    return torch.optim.lr_scheduler.LambdaLR(optimizer.get_base_optimizer(),
+                                             lambda step: schedule.lr(step) / schedule.peak_lr)
 
 
 def hf_source_state(source: dict[str, Any], shape: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from llm_core.artifacts import exists, join
 from llm_core.data_io import RejectLog, list_sources
 from llm_core.engines import TrainEngine
 from llm_core.plots import plot_training_curves
+from llm_core.specs import ModelShape
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
 from llm_core.training import StepPlan, Trainer
@@ -115,6 +116,18 @@ def rank_rows(source: data.PackedBlocks | data.ReplayMix, batch_size: int) -> Ca
     return lambda step: data.global_batch(source, step, batch_size, rank, world)
 
 
+def model_size(shape: ModelShape, vocab_size: int, seq_len: int) -> dict[str, float]:
+    """Parameters and training FLOPs per token of the model ``shape`` describes, whichever engine
+    trains it: the model built on the meta device (no memory, nothing asked of the engine)."""
+    import torch
+
+    from llm_torch.model import LlamaModel, ModelConfig
+
+    with torch.device("meta"):
+        model = LlamaModel(ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, **shape.model_dump()))
+    return {"parameters": model.num_parameters(), "flops_per_token": model.flops_per_token(seq_len)}
+
+
 class PretrainStage:
     """Train from scratch: a BPE tokenizer on the documents (unless given), then the model."""
 
@@ -152,8 +165,8 @@ class PretrainStage:
                                       optimizer=c.optimizer, total_steps=c.steps)
             blocks = data.PackedBlocks(tokens.TokenStream(token_folder), c.seq_len, ctx.seed)
             if is_main():
-                ctx.log_metrics({"parameters": engine.model.num_parameters(), "train_tokens": len(blocks.stream),
-                                 "flops_per_token": engine.model.flops_per_token(c.seq_len)})
+                ctx.log_metrics({**model_size(c.model, tokenizer.vocab_size, c.seq_len),
+                                 "train_tokens": len(blocks.stream)})
             return train(ctx, engine, rank_rows(blocks, c.batch_size), c,
                          {"stage": "pretrain", "peak_lr": c.optimizer.lr})
 
