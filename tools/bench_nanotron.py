@@ -2,8 +2,9 @@
 
 The tiny-r1 pretraining shape (~0.85M parameters, vocabulary 512) at batch 16 x 192 tokens, AdamW,
 fp32 on CPU, ``train_step`` as a stage calls it. Each engine starts from the same HF weights;
-the first ``--warmup`` steps are dropped and the median of the rest is reported with the load
-average, since on a shared machine the load moves the figures.
+one torch thread per process by default (the torch engine: one; nanotron at TP=2: two processes
+of one), as tiny-r1 sets ``threads = 1``; the first ``--warmup`` steps are dropped and the median
+of the rest is reported with the load average, since on a shared machine the load moves the figures.
 
     uv run python tools/bench_nanotron.py                       # torch, tp1, tp2
     uv run python tools/bench_nanotron.py --layouts tp1 tp2 dp2 pp2 --steps 20
@@ -42,12 +43,14 @@ def weights(root: str) -> str:
     return folder
 
 
-def step_times(name: str, options: dict | None, folder: str, steps: int, warmup: int) -> list[float]:
+def step_times(name: str, options: dict | None, folder: str, steps: int, warmup: int,
+               threads: int) -> list[float]:
     from llm_core.engines import build_train_engine
     from llm_core.plugins import get_registries
     from llm_core.specs import EngineSpec, OptimizerSpec
 
-    spec = EngineSpec(name="torch") if options is None else EngineSpec(name="nanotron", options=options)
+    spec = EngineSpec(name="torch") if options is None else EngineSpec(name="nanotron",
+                                                                       options={"threads": threads, **options})
     engine = build_train_engine(spec, get_registries(), checkpoint=folder, optimizer=OptimizerSpec(lr=1e-3),
                                 total_steps=steps + warmup)
     vocab = engine.tokenizer.vocab_size
@@ -65,12 +68,13 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", default=["torch", "tp1", "tp2"], choices=sorted(LAYOUTS))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (torch engine, workers)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     folder = weights(tempfile.mkdtemp(prefix="llmt-bench-nanotron-"))
     rows = []
     for layout in args.layouts:
-        times = step_times(layout, LAYOUTS[layout], folder, args.steps, args.warmup)
+        times = step_times(layout, LAYOUTS[layout], folder, args.steps, args.warmup, args.threads)
         rows.append({"engine": layout, "median_step_s": round(statistics.median(times), 4),
                      "load_average": round(os.getloadavg()[0], 1)})
         print(json.dumps(rows[-1]), flush=True)
