@@ -91,3 +91,17 @@ def test_a_value_head_is_refused(build, registries, tokenizer_dir):
     with pytest.raises(EngineSetupError, match="no value head"):
         build_train_engine(EngineSpec(name="nanotron"), registries, model=ModelShape(**SHAPE),
                            tokenizer=tokenizer_dir, value_head=True)
+
+
+def test_a_precision_recipe_is_refused_not_ignored(registries, tokenizer_dir, no_spawn):
+    """A recipe named in the spec (llm-fp8's, built from the registry) is an error before any process
+    starts: applying its nn.Linear swap to nanotron's tensor-parallel linears would be silently wrong."""
+    from llm_core.engines import build_train_engine
+    from llm_core.specs import EngineSpec, ModelShape, OptimizerSpec
+
+    if "fp8_deepseek" not in registries.precision_recipes.names():
+        pytest.skip("llm-fp8 is not installed")
+    spec = EngineSpec(name="nanotron", precision_recipe="fp8_deepseek")
+    with pytest.raises(EngineSetupError, match=r"engine.precision_recipe \(LayerSwapRecipe\).*engine = \"torch\""):
+        build_train_engine(spec, registries, model=ModelShape(**SHAPE), tokenizer=tokenizer_dir,
+                           optimizer=OptimizerSpec())

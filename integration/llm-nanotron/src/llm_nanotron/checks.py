@@ -55,6 +55,8 @@ def check_request(options: NanotronOptions, shape: dict[str, Any], hf_config: di
     if request.value_head:
         problems.append("value_head: the nanotron engine has no value head (reward models, PPO critics); use "
                         "engine = \"torch\" for that stage")
+    if request.precision_recipe is not None:
+        problems.append(precision_recipe_problem(request.precision_recipe))
     if request.precision == "bf16" and not request.device.startswith("cuda"):
         problems.append("engine.precision = \"bf16\" runs through nanotron's DistributedTrainer on GPU only; on "
                         "CPU use precision = \"fp32\" (or engine = \"torch\", which autocasts bf16 on CPU)")
@@ -63,6 +65,19 @@ def check_request(options: NanotronOptions, shape: dict[str, Any], hf_config: di
                         "precision = \"bf16\" (or uninstall flash-attn to use the pure-torch attention)")
     if problems:
         raise EngineSetupError(problems)
+
+
+def precision_recipe_problem(recipe: Any) -> str:
+    """Why a precision recipe is refused rather than applied. A recipe swaps ``nn.Linear`` layers for
+    ones that compute in FP8 / MX / fake-quantized integers; nanotron's projections are its own
+    tensor-parallel linears (``nn.Linear`` subclasses whose forward all-gathers or all-reduces across
+    ranks), so the swap would keep each rank's weight shard and drop that communication: wrong
+    outputs under ``tp > 1``, without an error. Refusing is the honest answer until a recipe knows
+    nanotron's layers."""
+    return (f"engine.precision_recipe ({type(recipe).__name__}): the nanotron engine does not apply precision "
+            "recipes (FP8, MX, QAT): they swap nn.Linear layers, and nanotron's tensor-parallel linears would "
+            "lose their cross-rank communication; remove precision_recipe from this stage's engine, or train "
+            "the stage with engine = \"torch\", which applies it")
 
 
 def layout_problems(options: NanotronOptions, shape: dict[str, Any], device: str) -> list[str]:

@@ -140,6 +140,25 @@ class NanotronEngine:
         replies = self.pool.call("logprobs", self._per_rank(tensors, want_logits=False))
         return self._gather(replies, False)[0]
 
+    def top_logprobs(self, batch: Mapping[str, Any], k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` largest next-token log-probs (B, T, k), fp32, sorted, and their ids; None: the whole
+        vocabulary. Each TP rank sends only its shard's top-k and log-sum-exp (not (B, T, V) logits)."""
+        tensors = batches.prepare(batch, self.tokenizer.pad_id)
+        replies = self.pool.call("top_logprobs", self._per_rank(tensors, k=k))
+        shards: dict[int, dict[int, dict[str, torch.Tensor]]] = {}
+        for rank, reply in zip(self.ranks, replies, strict=True):
+            if reply:
+                shards.setdefault(rank["dp"], {})[rank["tp"]] = reply
+        values, ids = [], []
+        for _, replica in sorted(shards.items()):
+            parts = [replica[t] for t in sorted(replica)]
+            logsumexp = torch.stack([p["logsumexp"] for p in parts]).logsumexp(0)
+            candidates = torch.cat([p["top_logits"] for p in parts], dim=-1) - logsumexp[..., None]
+            top, where = candidates.topk(candidates.shape[-1] if k is None else min(k, candidates.shape[-1]), dim=-1)
+            values.append(top)
+            ids.append(torch.cat([p["top_ids"] for p in parts], dim=-1).gather(-1, where))
+        return torch.cat(values), torch.cat(ids)
+
     def values(self, batch: Mapping[str, Any]) -> torch.Tensor:
         raise NotImplementedError("the nanotron engine has no value head; train reward models and critics "
                                   "with engine = \"torch\"")

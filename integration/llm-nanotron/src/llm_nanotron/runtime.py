@@ -162,14 +162,32 @@ class Runtime:
             reply["logits"] = outputs["sharded_logits"].detach().float().cpu()
         return reply
 
+    def _evaluate(self, slot: Slot, rows: dict[str, torch.Tensor]) -> dict[str, Any]:
+        slot.model.eval()
+        with torch.no_grad():
+            return slot.model(**self._micro_batch(slot, rows))
+
     def logprobs(self, handle: int, rows: dict[str, torch.Tensor] | None, want_logits: bool = False) -> dict:
         slot = self.slots[handle]
         if rows is None:  # this data-parallel replica got no rows
             return {}
-        slot.model.eval()
-        with torch.no_grad():
-            outputs = slot.model(**self._micro_batch(slot, rows))
-        return self._replies(slot, outputs, want_logits)
+        return self._replies(slot, self._evaluate(slot, rows), want_logits)
+
+    def top_logprobs(self, handle: int, rows: dict[str, torch.Tensor] | None, k: int | None) -> dict:
+        """This rank's vocabulary shard, reduced on the last stage: its ``k`` largest logits at every
+        position with their global ids, and its log-sum-exp. The client merges the shards; exact,
+        since the global top-k lies among the shards' top-k, and the log-sum-exps combine."""
+        slot = self.slots[handle]
+        if rows is None:
+            return {}
+        outputs = self._evaluate(slot, rows)
+        if self.ranks()["pp"] != slot.model.output_pp_rank:
+            return {}
+        logits = outputs["sharded_logits"].float()
+        width = logits.shape[-1]
+        top, ids = logits.topk(width if k is None else min(k, width), dim=-1)
+        return {"top_logits": top.cpu(), "top_ids": (ids + self.ranks()["tp"] * width).cpu(),
+                "logsumexp": logits.logsumexp(-1).cpu()}
 
     def forward(self, handle: int, rows: dict[str, torch.Tensor] | None, want_logits: bool) -> dict:
         """Forward with gradients; the graph waits for :meth:`backward` with the loss's gradients."""

@@ -16,7 +16,8 @@ from typing import Any
 
 from llm_nanotron.wire import receive, send
 
-COMMANDS = ("build", "copy", "logprobs", "forward", "backward", "optimizer_step", "shards", "save", "load")
+COMMANDS = ("build", "copy", "logprobs", "top_logprobs", "forward", "backward", "optimizer_step", "shards", "save",
+            "load")
 
 
 def serve(connection: Any) -> None:
