@@ -31,14 +31,18 @@ def make_harness(tp, registries, tokenizer_dir, tmp_path):
         vocab_size=400, workdir=tmp_path)
 
 
-@pytest.mark.parametrize("tp", [1, 2], ids=["tp1", "tp2"])
+# The default suite starts one pool of workers, at TP=2 (which exercises all TP=1 does, and sharding);
+# each further layout costs a pool start (a torch import per process): TP=1 is slow.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("tp", [pytest.param(1, marks=SLOW), 2], ids=["tp1", "tp2"])
 @pytest.mark.parametrize("check", sorted(TRAIN_ENGINE_CHECKS))
 def test_train_engine_contract(check, tp, registries, tokenizer_dir, tmp_path):
     TRAIN_ENGINE_CHECKS[check](make_harness(tp, registries, tokenizer_dir, tmp_path))
 
 
-# At TP=2 these repeat the TP=1 export path on another layout: slow.
-@pytest.mark.parametrize("tp", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["tp1", "tp2"])
+@pytest.mark.parametrize("tp", [pytest.param(1, marks=SLOW), 2], ids=["tp1", "tp2"])
 @pytest.mark.parametrize("check", sorted(ROLLOUT_ENGINE_CHECKS))
 def test_exports_serve_the_torch_rollout_engine(check, tp, registries, tokenizer_dir, tmp_path):
     ROLLOUT_ENGINE_CHECKS[check](make_harness(tp, registries, tokenizer_dir, tmp_path))

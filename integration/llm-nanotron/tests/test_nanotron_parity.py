@@ -3,8 +3,8 @@ and next-token distributions (``top_logprobs``) (fp32, <= 1e-5) at TP=1, TP=2 an
 an export matches transformers, and a few SFT and GRPO steps at TP=2 and DP=2, DPO steps and
 distillation steps from a nanotron teacher's top-k at TP=2 follow the embedded engine's loss curve
 (within 2e-5 per step; the two engines sum in different orders, nothing else differs). PP=2 runs one
-step and matches too. Default tests take one data-parallel and one tensor-parallel case of each;
-the rest, and PP=2, are marked slow.
+step and matches too. Default tests run at TP=2 (one pool of worker processes for the session);
+TP=1, DP=2 and PP=2 are marked slow.
 """
 
 from __future__ import annotations
@@ -66,8 +66,12 @@ def captured_logits(engine, batch):
     return seen["logits"]
 
 
-# dp2 reuses the pool the default GRPO test starts; pp2 starts one of its own: slow.
-@pytest.mark.parametrize("options", [{"tp": 1}, {"tp": 2}, {"dp": 2}, pytest.param({"pp": 2}, marks=pytest.mark.slow)],
+# The default suite uses one pool of workers (TP=2); every other layout starts its own: slow.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("options", [pytest.param({"tp": 1}, marks=SLOW), {"tp": 2},
+                                     pytest.param({"dp": 2}, marks=SLOW), pytest.param({"pp": 2}, marks=SLOW)],
                          ids=["tp1", "tp2", "dp2", "pp2"])
 def test_same_weights_same_logits_and_logprobs(options, hf_folder, registries):
     torch_engine = make("torch", registries, checkpoint=hf_folder)
@@ -115,7 +119,7 @@ def sft_batch(step):
     return batch
 
 
-@pytest.mark.parametrize("options", [{"tp": 2}, pytest.param({"dp": 2}, marks=pytest.mark.slow)],
+@pytest.mark.parametrize("options", [{"tp": 2}, pytest.param({"dp": 2}, marks=SLOW)],
                          ids=["tp2", "dp2"])
 def test_sft_steps_follow_the_embedded_engine(options, hf_folder, registries):
     loss = registries.losses.get("cross_entropy").build({})
@@ -146,7 +150,7 @@ def grpo_batch(step, engine, reference):
     return batch
 
 
-@pytest.mark.parametrize("options", [pytest.param({"tp": 2}, marks=pytest.mark.slow), {"dp": 2}],
+@pytest.mark.parametrize("options", [{"tp": 2}, pytest.param({"dp": 2}, marks=SLOW)],
                          ids=["tp2", "dp2"])
 def test_grpo_steps_follow_the_embedded_engine(options, hf_folder, registries):
     """The registered grpo loss (clipped ratio, KL to a reference) wrapped as the GRPO stage wraps it
