@@ -35,7 +35,9 @@ on the fresh or loaded model (its own ``torch.nn.Module``) and before it builds 
 quantization), keeping every parameter and its name, so checkpoints, ``hf_state_dict`` and the
 optimizer see the same weights (the fp32 master copy). ``engine.precision`` still sets what the
 untouched modules run in. A recipe never changes ``generate``'s decoding weights: it governs the
-training forward and backward passes (and ``logprobs``).
+training forward and backward passes (and ``logprobs``). An engine whose model a recipe cannot
+convert correctly (the nanotron engine: tensor-parallel linears) refuses the request with an error
+naming ``engine.precision_recipe``; it never trains without the recipe it was given.
 
 **Weights** travel between engines in the Hugging Face Llama layout: an HF checkpoint folder
 (``export_hf``) or a mapping of HF parameter names to tensors (``hf_state_dict``).
