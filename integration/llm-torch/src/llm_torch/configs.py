@@ -14,7 +14,7 @@ from pydantic import Field
 
 from llm_core.config import Config
 from llm_core.refs import CallbackRef, LossRef
-from llm_core.specs import EngineSpec, ModelShape, OptimizerSpec
+from llm_core.specs import DecontaminateSpec, EngineSpec, ModelShape, OptimizerSpec
 
 
 class TrainingConfig(Config):
@@ -62,3 +62,5 @@ class SftConfig(TrainingConfig):
         "(chatml if it has none)")
     epochs: int | None = Field(None, ge=1, description="passes over the data; overrides 'steps'")
     max_rejects_fraction: float = Field(0.5, ge=0, le=1, description="fail when more records are bad")
+    decontaminate: DecontaminateSpec | None = Field(None, description="a load-time gate: a registered filter "
+                                                    "(e.g. contamination) drops or refuses flagged chats")

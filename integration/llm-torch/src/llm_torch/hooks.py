@@ -86,5 +86,5 @@ def register_stages(registry: Any) -> None:
     registry.add("midtrain", midtrain, config=MidtrainConfig, inputs=("checkpoint", "documents"),
                  optional_inputs=("replay",),
                  summary="continual pretraining with replay of earlier data and a lowered lr")
-    registry.add("sft", sft, config=SftConfig, inputs=("checkpoint", "conversations"),
+    registry.add("sft", sft, config=SftConfig, inputs=("checkpoint", "conversations"), optional_inputs=("*",),
                  summary="supervised fine-tuning on chat JSONL, loss on assistant tokens only")

@@ -60,7 +60,8 @@ class SftStage:
             rejects = RejectLog()
             examples = load_records(ctx.input("conversations"), lambda r: parse_example(r, tokenizer, c.seq_len),
                                     rejects_uri=ctx.path("rejects.jsonl"), what="conversations",
-                                    max_rejects_fraction=c.max_rejects_fraction, rejects=rejects)
+                                    max_rejects_fraction=c.max_rejects_fraction, rejects=rejects,
+                                    gate=ctx.record_gate(c.decontaminate))
             if c.processes > 1:
                 return run_in_processes(ctx, c)
             steps = c.epochs * math.ceil(len(examples) / c.batch_size) if c.epochs else c.steps

@@ -7,6 +7,10 @@
 * ``load_records(uri, parse, ...)``: every JSON-object record of an input (JSONL, Parquet or an HF
   dataset folder) parsed by the stage's own ``parse``; what it cannot parse is rejected, never
   dropped silently.
+* ``RecordGate``: a load-time gate (``load_records(..., gate=...)``): a registered filter (such as
+  llm-eval's ``contamination``) judges every record's text before it is parsed; records it flags
+  are dropped (and written to ``<stage>/contaminated.jsonl`` with the reason) or, with action
+  ``refuse``, fail the stage. Stages get one from ``ctx.record_gate(config.decontaminate)``.
 
 The token-folder format lives in ``llm_core.tokens``.
 """
@@ -15,14 +19,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
 
-from llm_core.artifacts import exists, join
+from llm_core.artifacts import exists, join, write_json
+from llm_core.protocols import Filter
+from llm_core.types import Document
 
 log = logging.getLogger("llmt")
 T = TypeVar("T")
@@ -188,20 +195,102 @@ def _hf_records(uri: str, split: str | None = None) -> Iterator[tuple[str, int, 
 
 def load_records(uri: str, parse: Callable[[dict[str, Any]], T], *, rejects_uri: str, what: str = "records",
                  max_rejects_fraction: float = 0.5, reader: str = "auto", split: str | None = None,
-                 rejects: RejectLog | None = None) -> list[T]:
+                 rejects: RejectLog | None = None, gate: RecordGate | None = None) -> list[T]:
     """Every record of an input parsed by ``parse`` (which raises ``ValueError`` / ``TypeError`` /
     ``KeyError`` naming the bad field); bad records go to ``rejects_uri``, and too many are an error
     raised before any work starts. ``split`` picks a split of a saved HF ``DatasetDict``; pass
-    ``rejects`` to see what was rejected."""
+    ``rejects`` to see what was rejected; ``gate`` drops (or refuses) records it flags, before parsing."""
     rejects = RejectLog() if rejects is None else rejects
     parsed: list[T] = []
     for source in list_sources(uri, reader):
-        for where, line, record in iter_records(source, rejects, split):
+        records = iter_records(source, rejects, split)
+        for where, line, record in (gate.screen(records) if gate is not None else records):
             try:
                 parsed.append(parse(record))
             except (ValueError, TypeError, KeyError) as exc:
                 message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
                 rejects.add(where, line, f"{type(exc).__name__}: {message}", record)
     rejects.write(rejects_uri)
+    if gate is not None:
+        gate.finish(what)
     rejects.enforce(len(parsed) + len(rejects), max_rejects_fraction, what, rejects_uri)
     return parsed
+
+
+def record_text(record: Mapping[str, Any]) -> str:
+    """What a gate reads of a record: its string fields (not ``id``) and the contents of its
+    ``messages``, in order, one per line. Prompts, answers and chats alike."""
+    parts = []
+    for key, value in record.items():
+        if key == "id":
+            continue
+        if isinstance(value, str):
+            parts.append(value)
+        elif key == "messages" and isinstance(value, list):
+            parts += [m["content"] for m in value if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    return "\n".join(parts)
+
+
+@dataclass
+class RecordGate:
+    """A registered filter applied to every loaded record's text (``record_text``) before parsing.
+
+    A flagged record is dropped and kept in ``dropped_uri`` (source, line, reason, what the filter
+    put in the document's metadata, the record); with ``action = "refuse"`` any flagged record
+    fails the stage instead, naming the first. ``finish`` writes ``summary_uri`` and hands the
+    counts to ``on_finish`` (the stage's metrics). A filter with ``filter_batch`` gets records in
+    batches of ``batch_size``.
+    """
+
+    filter: Filter
+    name: str
+    action: Literal["drop", "refuse"]
+    dropped_uri: str
+    summary_uri: str
+    on_finish: Callable[[dict[str, Any]], None] | None = None
+    batch_size: int = 512
+    checked: int = 0
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+
+    def screen(self, records: Iterator[tuple[str, int, dict[str, Any]]]) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        batch: list[tuple[str, int, dict[str, Any]]] = []
+        for item in records:
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                yield from self._judge(batch)
+                batch = []
+        yield from self._judge(batch)
+
+    def _judge(self, batch: list[tuple[str, int, dict[str, Any]]]) -> list[tuple[str, int, dict[str, Any]]]:
+        docs = [Document(str(r.get("id", f"{w}:{line}")), record_text(r), {}) for w, line, r in batch]
+        by_batch = getattr(self.filter, "filter_batch", None)
+        reasons = by_batch(docs) if by_batch else [self.filter.filter(d) for d in docs]
+        self.checked += len(batch)
+        kept = []
+        for (where, line, record), doc, reason in zip(batch, docs, reasons, strict=True):
+            if reason is None:
+                kept.append((where, line, record))
+                continue
+            self.dropped.append({"source": where, "line": line, "reason": reason, "metadata": doc.metadata,
+                                 "record": record})
+            if self.action == "refuse":
+                raise ValueError(f"{where}:{line}: record flagged by {self.name!r} ({reason}); this stage "
+                                 f"refuses contaminated data (decontaminate.action = \"refuse\"). Remove it from "
+                                 "the input, or set action = \"drop\" to train on the rest")
+        return kept
+
+    def finish(self, what: str = "records") -> dict[str, Any]:
+        from llm_core.builtins.jsonl import write_records
+
+        write_records(self.dropped_uri, self.dropped)
+        reasons = Counter(d["reason"] for d in self.dropped)
+        summary = {"filter": self.name, "action": self.action, "what": what, "checked": self.checked,
+                   "dropped": len(self.dropped), "by_reason": dict(reasons.most_common()),
+                   "dropped_uri": self.dropped_uri}
+        write_json(self.summary_uri, summary)
+        if self.dropped:
+            log.warning("%d of %d %s flagged by %s, dropped (see %s)", len(self.dropped), self.checked, what,
+                        self.name, self.dropped_uri)
+        if self.on_finish is not None:
+            self.on_finish({"decontaminate_checked": self.checked, "contaminated": len(self.dropped)})
+        return summary

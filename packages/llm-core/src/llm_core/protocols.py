@@ -21,6 +21,11 @@ class Filter(Protocol):
 
     A short, stable reason string (``"gopher_quality:too_few_words"``) becomes a metric key: the
     stage counts drops per reason, so a filter never counts anything itself.
+
+    Optional: ``filter_batch(docs) -> list[reason | None]`` (the filter stage and load-time gates
+    call it when present, for filters that are faster on batches), and ``bind_inputs(inputs) ->
+    Filter`` for a filter that reads data of the stage using it (an eval set given as one of the
+    stage's inputs): stages call it with their input URIs by name before filtering.
     """
 
     def filter(self, doc: Document) -> str | None: ...

@@ -100,3 +100,13 @@ class RolloutSpec(component_ref("rollout_engines")):
     name: str = Field("torch", description="registered rollout engine")
     device: str = Field("cpu", description="cpu, cuda, cuda:1, or auto")
     precision: Precision = Field("fp32")
+
+
+class DecontaminateSpec(component_ref("filters")):
+    """A load-time gate on a training stage's data: a registered filter (e.g. llm-eval's
+    ``contamination``, with its options) judges every record before it is used:
+    ``decontaminate = {name = "contamination", options = {...}, action = "drop"}``. ``drop`` keeps
+    flagged records in ``<stage>/contaminated.jsonl`` and trains on the rest; ``refuse`` fails the
+    stage on the first one. Counts go to the stage's metrics and ``<stage>/decontamination.json``."""
+
+    action: Literal["drop", "refuse"] = Field("drop", description="drop flagged records, or refuse to run")

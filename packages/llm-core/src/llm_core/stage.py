@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from llm_core.specs import EngineSpec, RolloutSpec
+    from llm_core.data_io import RecordGate
+    from llm_core.specs import DecontaminateSpec, EngineSpec, RolloutSpec
 
 from llm_core import artifacts
 from llm_core.engines import RolloutEngine, TrainEngine, build_rollout_engine, build_train_engine
@@ -75,6 +76,22 @@ class StageContext:
     def rollout_engine(self, spec: RolloutSpec, **request: Any) -> RolloutEngine:
         request.setdefault("seed", self.seed)
         return build_rollout_engine(spec, self.registries, **request)
+
+    def record_gate(self, spec: DecontaminateSpec | None, name: str = "contaminated") -> RecordGate | None:
+        """The load-time gate ``spec`` asks for (None: no gate), writing ``<stage>/<name>.jsonl``
+        and ``decontamination.json`` and logging its counts. A filter that reads data of the stage
+        (an eval set named as one of its inputs) gets the inputs through ``bind_inputs``."""
+        if spec is None:
+            return None
+        from llm_core.data_io import RecordGate
+
+        component = spec.build(self.registries)
+        bind = getattr(component, "bind_inputs", None)
+        if bind is not None:
+            component = bind(dict(self.inputs))
+        return RecordGate(component, spec.name, spec.action, self.path(f"{name}.jsonl"),
+                          self.path("decontamination.json" if name == "contaminated" else f"{name}.json"),
+                          on_finish=self.log_metrics)
 
     # --- the same context in another process (torchrun workers) --------------------------------
 

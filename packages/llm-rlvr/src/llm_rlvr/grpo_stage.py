@@ -25,7 +25,7 @@ from llm_core.config import Config
 from llm_core.engines import RolloutEngine, TrainEngine
 from llm_core.plots import plot_training_curves
 from llm_core.refs import EstimatorRef, LossRef
-from llm_core.specs import OptimizerSpec, SamplingSpec, ScheduleName
+from llm_core.specs import DecontaminateSpec, OptimizerSpec, SamplingSpec, ScheduleName
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
 from llm_core.training import StepPlan, Trainer
@@ -66,6 +66,8 @@ class GrpoConfig(RolloutOptions):
     checkpoint_every: int = Field(10, ge=1)
     keep_resume_state: bool = Field(False, description="keep resume/ after the stage completes")
     curves: bool = Field(True, description="draw curves.png (reward, pass@1) when the stage ends")
+    decontaminate: DecontaminateSpec | None = Field(None, description="a load-time gate on 'problems': a "
+                                                    "registered filter (e.g. contamination) drops or refuses them")
 
 
 @dataclass
@@ -107,7 +109,8 @@ class GrpoStage:
     def run(self, ctx: StageContext) -> StageResult:
         c = self.config
         with limit_threads(c.threads):
-            problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"))
+            problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"),
+                                     gate=ctx.record_gate(c.decontaminate))
             heldout = []
             if "heldout" in ctx.inputs and c.eval is not None:
                 heldout = load_problems(ctx.input("heldout"), ctx.path("heldout_rejects.jsonl"))[: c.eval.problems]

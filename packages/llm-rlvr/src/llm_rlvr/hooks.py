@@ -82,10 +82,10 @@ def register_stages(registry: Any) -> None:
 
     registry.add("arithmetic_problems", arithmetic_problems, config=ArithmeticProblemsConfig,
                  summary="seeded multi-step arithmetic word problems: train / held-out, cold-start traces, text")
-    registry.add("grpo", grpo, config=GrpoConfig, inputs=("checkpoint", "problems"), optional_inputs=("heldout",),
+    registry.add("grpo", grpo, config=GrpoConfig, inputs=("checkpoint", "problems"), optional_inputs=("heldout", "*"),
                  summary="RL against a verifier: any advantage estimator and policy loss by name")
     registry.add("rejection_sampling", rejection_sampling, config=RejectionSamplingConfig,
-                 inputs=("checkpoint", "problems"),
+                 inputs=("checkpoint", "problems"), optional_inputs=("*",),
                  summary="sample N per prompt, keep verified-correct distinct completions as SFT chats")
     registry.add("rlvr_eval", rlvr_eval, config=RlvrEvalConfig, inputs=("problems",), optional_inputs=("*",),
                  summary="held-out greedy pass@1 of named checkpoints, 95% intervals, reward / pass@1 plot")

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from llm_core.artifacts import write_json
 from llm_core.builtins.jsonl import write_records
+from llm_core.specs import DecontaminateSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
 from llm_core.types import StageResult
@@ -27,6 +28,8 @@ class RejectionSamplingConfig(RolloutOptions):
     keep_per_prompt: int = Field(2, ge=1, description="distinct correct completions kept per prompt")
     min_score: float | None = Field(None, description="also require this score (e.g. correct AND formatted)")
     seed_offset: int = Field(0, description="added to the stage seed for sampling")
+    decontaminate: DecontaminateSpec | None = Field(None, description="a load-time gate on 'problems': a "
+                                                    "registered filter (e.g. contamination) drops or refuses them")
 
 
 class RejectionSamplingStage:
@@ -41,7 +44,8 @@ class RejectionSamplingStage:
         from llm_rlvr.pool import VerifierPool
 
         o = self.config
-        problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"))[: o.max_prompts]
+        gate = ctx.record_gate(o.decontaminate)
+        problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"), gate=gate)[: o.max_prompts]
         engine = ctx.rollout_engine(o.rollout_spec(), checkpoint=ctx.input("checkpoint"))
         sampling = o.sampling.with_seed(ctx.seed + o.seed_offset)
         with VerifierPool(o.verifier, workers=o.verifier.workers, timeout_s=o.verifier.timeout_s) as pool:

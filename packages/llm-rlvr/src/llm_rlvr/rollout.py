@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_core.chat import render_prompt
-from llm_core.data_io import load_records
+from llm_core.data_io import RecordGate, load_records
 from llm_core.engines import RolloutEngine
 from llm_core.specs import SamplingSpec
 from llm_core.types import Sample, Verdict
@@ -39,11 +39,12 @@ def parse_problem(record: dict[str, Any]) -> Problem:
     return Problem(str(record.get("id", "")), record["prompt"], record["reference"])
 
 
-def load_problems(uri: str, rejects_uri: str, max_rejects_fraction: float = 0.5) -> list[Problem]:
+def load_problems(uri: str, rejects_uri: str, max_rejects_fraction: float = 0.5,
+                  gate: RecordGate | None = None) -> list[Problem]:
     """Every problem of the input (JSONL, Parquet or a saved HF dataset); bad records go to
-    ``rejects_uri``. A problem without an id is named by its position."""
+    ``rejects_uri``, records the ``gate`` flags are dropped. A problem without an id is named by its position."""
     problems = load_records(uri, parse_problem, rejects_uri=rejects_uri, what="problems",
-                            max_rejects_fraction=max_rejects_fraction)
+                            max_rejects_fraction=max_rejects_fraction, gate=gate)
     return [p if p.id else Problem(f"problem-{i}", p.prompt, p.reference) for i, p in enumerate(problems)]
 
 

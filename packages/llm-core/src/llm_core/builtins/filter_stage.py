@@ -64,6 +64,7 @@ class FilterShardTask:
     reader: ReaderRef
     out_dir: str
     config: FilterStageConfig
+    inputs: dict[str, str] | None = None  # the stage's inputs, for filters that read some (bind_inputs)
 
 
 def filter_shard(task: FilterShardTask) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def filter_shard(task: FilterShardTask) -> dict[str, Any]:
 
     registries = get_registries()
     config = task.config
-    steps = [(step.component.kind, step.component.build(registries)) for step in config.steps]
+    steps = [(step.component.kind, _bound(step.component.build(registries), task.inputs)) for step in config.steps]
     reader = task.reader.build(registries)
     rejects = RejectLog()
     counts: Counter = Counter()
@@ -119,6 +120,11 @@ def filter_shard(task: FilterShardTask) -> dict[str, Any]:
             "domains": {d: dict(c) for d, c in domains.items()}}
 
 
+def _bound(component: Any, inputs: dict[str, str] | None) -> Any:
+    bind = getattr(component, "bind_inputs", None)
+    return bind(inputs or {}) if bind is not None else component
+
+
 def _batches(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
     batch: list[Document] = []
     for doc in docs:
@@ -139,7 +145,7 @@ class FilterStage:
     def run(self, ctx: StageContext) -> StageResult:
         sources = list_sources(ctx.input("documents"), self.config.reader.name if self.config.reader else "auto")
         tasks = [FilterShardTask(f"shard-{i:05d}", s.uri, self.config.reader or ReaderRef(name=s.reader),
-                                 ctx.stage_dir, self.config) for i, s in enumerate(sources)]
+                                 ctx.stage_dir, self.config, dict(ctx.inputs)) for i, s in enumerate(sources)]
         shards = ctx.run_shards(filter_shard, tasks, desc=f"{ctx.name}: filtering")
         report = summarize(shards)
         write_json(ctx.path("report.json"), {**report, "shards": shards})

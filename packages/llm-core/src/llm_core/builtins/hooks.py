@@ -47,7 +47,7 @@ def register_stages(registry: Any) -> None:
     from llm_core.builtins.verify_stage import VerifyStage, VerifyStageConfig
 
     registry.add("synthetic_text", SyntheticTextStage, config=SyntheticTextConfig)
-    registry.add("filter", FilterStage, config=FilterStageConfig, inputs=("documents",),
+    registry.add("filter", FilterStage, config=FilterStageConfig, inputs=("documents",), optional_inputs=("*",),
                  summary="chain of registered filters / transforms over document shards")
     registry.add("verify", VerifyStage, config=VerifyStageConfig, inputs=("completions",),
                  summary="score completions (JSONL: prompt, completion, reference) with a verifier")

@@ -1,0 +1,34 @@
+"""Entry point of llm-eval: its filter, stages, eval tasks, callback and the ``plan`` command.
+
+Components are imported inside the hook functions so that loading the plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_filters(registry: Any) -> None:
+    from llm_eval.contamination import ContaminationConfig, ContaminationFilter
+
+    registry.add("contamination", ContaminationFilter, config=ContaminationConfig,
+                 summary="drops documents matching an eval item (13-gram, or overlap for short items)")
+
+
+@hookimpl
+def register_stages(registry: Any) -> None:
+    from llm_eval.contamination import (
+        ContaminationIndexConfig,
+        ContaminationIndexStage,
+        ContaminationReportConfig,
+        ContaminationReportStage,
+    )
+
+    registry.add("contamination_index", ContaminationIndexStage, config=ContaminationIndexConfig,
+                 optional_inputs=("*",), summary="n-gram index over eval sets, built once and saved")
+    registry.add("contamination_report", ContaminationReportStage, config=ContaminationReportConfig,
+                 inputs=("documents",), optional_inputs=("*",),
+                 summary="flag the records of any data set that match an eval item, with item and span")

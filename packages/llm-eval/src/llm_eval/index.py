@@ -1,0 +1,253 @@
+"""An n-gram index over eval items: built once, saved, and matched against batches of documents.
+
+How a document is judged against an item of ``L`` normalized tokens (``llm_eval.ngrams``):
+
+* **long items** (``L >= 2n + 1``, n = 13 by default): flagged when the document shares any exact
+  n-gram with the item (the classic 13-gram rule of GPT-3 and lm-eval's janitor). Any one edit
+  leaves at least one n-gram of such an item intact, so an edited copy is still found.
+* **short items** (``min_tokens <= L <= 2n``): any shared ``min_n``-gram (8 by default; again an edit
+  cannot destroy them all once ``L >= 2 min_n + 1``) only anchors a check of the whole item: the
+  document's window aligned with the item (widened by ``slack`` tokens each side) must hold at
+  least ``overlap`` of the item's tokens (bag of words) and every number of the item. Numbers must
+  match because changing one makes a different problem: templated train / test splits (the same
+  sentence with other numbers) are not contamination.
+* items shorter than ``min_tokens`` are not indexed (too short to tell from ordinary text); the
+  index counts them.
+
+Documents are matched in batches: their token ids (0 for a word no eval item contains: no n-gram
+through it can match) are concatenated, every window is hashed at once with numpy, and only the
+windows whose hash is in the index are verified token by token.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from llm_core.artifacts import atomic_open, exists, join, read_json, write_json
+from llm_eval.ngrams import NORMALIZATION, token_spans, tokenize
+
+_MULTIPLIERS = np.random.default_rng(20211).integers(1, 2**63, size=64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One benchmark example as text: its set, its id in that set, and the text to look for."""
+
+    set: str
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class MatchRule:
+    n: int = 13
+    min_n: int = 8
+    min_tokens: int = 8
+    overlap: float = 0.8
+    slack: int = 2
+
+    def gram_size(self, length: int) -> int | None:
+        if length < self.min_tokens:
+            return None
+        return self.n if length >= 2 * self.n + 1 else min(self.min_n, length)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Where a document matches an eval item. ``tokens`` / ``chars``: the matched span in the
+    document (``chars`` None when normalization changed the text's length)."""
+
+    set: str
+    item_id: str
+    kind: Literal["ngram", "overlap"]
+    score: float  # share of the item's tokens found in the aligned window
+    tokens: tuple[int, int]
+    chars: tuple[int, int] | None
+    excerpt: str
+
+    @property
+    def reason(self) -> str:
+        return f"contamination:{self.set}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Grams:
+    hashes: np.ndarray  # sorted uint64
+    items: np.ndarray  # int32, item index of each hash
+    positions: np.ndarray  # int32, start of the gram in the item
+
+
+def window_hashes(ids: np.ndarray, size: int) -> np.ndarray:
+    """Hash of every window of ``size`` ids (uint64 arithmetic wraps: a random linear hash)."""
+    count = len(ids) - size + 1
+    out = np.zeros(count, dtype=np.uint64)
+    for j in range(size):
+        out += ids[j:j + count] * _MULTIPLIERS[j]
+    return out
+
+
+class ContaminationIndex:
+    def __init__(self, rule: MatchRule, vocab: dict[str, int], items: list[EvalItem],
+                 item_ids: list[np.ndarray], skipped: dict[str, int]):
+        self.rule, self.vocab, self.items, self.item_ids, self.skipped = rule, vocab, items, item_ids, skipped
+        numeric = np.zeros(len(vocab) + 1, dtype=bool)
+        for word, i in vocab.items():
+            numeric[i] = word.isdigit()
+        self._numeric = numeric
+        self._grams = self._gram_tables()
+
+    # -- building and saving ------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, items: Iterable[EvalItem], rule: MatchRule = MatchRule()) -> ContaminationIndex:
+        if rule.min_n > rule.n or rule.n > len(_MULTIPLIERS):
+            raise ValueError(f"need min_n <= n <= {len(_MULTIPLIERS)}, got min_n={rule.min_n}, n={rule.n}")
+        vocab: dict[str, int] = {}
+        kept, ids, skipped = [], [], Counter()
+        for item in items:
+            tokens = tokenize(item.text)
+            if rule.gram_size(len(tokens)) is None:
+                skipped[item.set] += 1
+                continue
+            kept.append(item)
+            ids.append(np.array([vocab.setdefault(t, len(vocab) + 1) for t in tokens], dtype=np.uint64))
+        return cls(rule, vocab, kept, ids, dict(skipped))
+
+    def save(self, uri: str) -> None:
+        """A folder: ``meta.json`` (rule, normalization, counts), ``vocab.json``, ``items.jsonl``, ``tokens.npz``."""
+        words = [""] * (len(self.vocab) + 1)
+        for word, i in self.vocab.items():
+            words[i] = word
+        with atomic_open(join(uri, "vocab.json"), "w", encoding="utf-8") as handle:
+            json.dump(words, handle, ensure_ascii=False)
+        with atomic_open(join(uri, "items.jsonl"), "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(asdict(item), ensure_ascii=False) + "\n" for item in self.items)
+        buffer = io.BytesIO()
+        lengths = np.array([len(a) for a in self.item_ids], dtype=np.int64)
+        flat = np.concatenate(self.item_ids) if self.item_ids else np.zeros(0, dtype=np.uint64)
+        np.savez(buffer, tokens=flat, lengths=lengths)
+        with atomic_open(join(uri, "tokens.npz"), "wb") as handle:
+            handle.write(buffer.getvalue())
+        write_json(join(uri, "meta.json"), self.summary())  # last: its presence marks a complete index
+
+    def summary(self) -> dict[str, Any]:
+        return {"format": "llmt-contamination-index-v1", "normalization": NORMALIZATION, "rule": asdict(self.rule),
+                "items": len(self.items), "items_by_set": dict(Counter(i.set for i in self.items)),
+                "skipped_short": self.skipped, "vocab": len(self.vocab)}
+
+    @classmethod
+    def load(cls, uri: str) -> ContaminationIndex:
+        import fsspec
+
+        if not exists(join(uri, "meta.json")):
+            raise FileNotFoundError(f"{uri}: not a contamination index (no meta.json); build one with the "
+                                    "contamination_index stage")
+        meta = read_json(join(uri, "meta.json"))
+        if meta.get("normalization") != NORMALIZATION:
+            raise ValueError(f"{uri}: index normalized with {meta.get('normalization')!r}, this version uses "
+                             f"{NORMALIZATION!r}; rebuild the index")
+        words = read_json(join(uri, "vocab.json"))
+        with fsspec.open(join(uri, "items.jsonl"), "rt", encoding="utf-8") as handle:
+            items = [EvalItem(**json.loads(line)) for line in handle if line.strip()]
+        with fsspec.open(join(uri, "tokens.npz"), "rb") as handle:
+            arrays = np.load(io.BytesIO(handle.read()))
+            ids = np.split(arrays["tokens"], np.cumsum(arrays["lengths"])[:-1]) if len(items) else []
+        return cls(MatchRule(**meta["rule"]), {w: i for i, w in enumerate(words) if i}, items, list(ids),
+                   meta.get("skipped_short", {}))
+
+    def _gram_tables(self) -> dict[int, _Grams]:
+        parts: dict[int, list[tuple[np.ndarray, int]]] = {}
+        for index, ids in enumerate(self.item_ids):
+            size = self.rule.gram_size(len(ids))
+            parts.setdefault(size, []).append((window_hashes(ids, size), index))
+        tables = {}
+        for size, rows in parts.items():
+            hashes = np.concatenate([h for h, _ in rows])
+            items = np.concatenate([np.full(len(h), i, dtype=np.int32) for h, i in rows])
+            positions = np.concatenate([np.arange(len(h), dtype=np.int32) for h, _ in rows])
+            order = np.argsort(hashes, kind="stable")
+            tables[size] = _Grams(hashes[order], items[order], positions[order])
+        return tables
+
+    # -- matching -------------------------------------------------------------------------------
+
+    def match_texts(self, texts: Sequence[str]) -> list[Match | None]:
+        """The best match of each text (highest score), or None for a clean one."""
+        get = self.vocab.get
+        rows = [[get(w, 0) for w in tokenize(t)] for t in texts]
+        starts = np.zeros(len(rows) + 1, dtype=np.int64)
+        starts[1:] = np.cumsum([len(r) + 1 for r in rows])  # one 0 between documents: no gram spans two
+        flat = np.zeros(int(starts[-1]), dtype=np.uint64)
+        for row, start in zip(rows, starts[:-1], strict=False):
+            flat[start:start + len(row)] = row
+        anchors = self._anchors(flat, starts)
+        best: dict[int, Match] = {}
+        for (doc, item), spots in anchors.items():
+            found = self._judge(flat, int(starts[doc]), int(starts[doc] + len(rows[doc])), item, spots, texts[doc])
+            if found is not None and (doc not in best or found.score > best[doc].score):
+                best[doc] = found
+        return [best.get(i) for i in range(len(texts))]
+
+    def _anchors(self, flat: np.ndarray, starts: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]]:
+        """(document, item) -> verified (position in flat, position in item) of shared grams."""
+        found: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (document, item) -> spots
+        unknown = np.concatenate([[0], np.cumsum(flat == 0)])
+        for size, table in self._grams.items():
+            if len(flat) < size or not len(table.hashes):
+                continue
+            ok = np.nonzero(unknown[size:] - unknown[:-size] == 0)[0]
+            if not len(ok):
+                continue
+            hashes = window_hashes(flat, size)[ok]
+            where = np.searchsorted(table.hashes, hashes)
+            hit = where < len(table.hashes)
+            hit[hit] = table.hashes[where[hit]] == hashes[hit]
+            for k in np.nonzero(hit)[0]:
+                position, j = int(ok[k]), int(where[k])
+                while j < len(table.hashes) and table.hashes[j] == hashes[k]:
+                    item, start = int(table.items[j]), int(table.positions[j])
+                    if np.array_equal(flat[position:position + size], self.item_ids[item][start:start + size]):
+                        doc = int(np.searchsorted(starts, position, side="right")) - 1
+                        found.setdefault((doc, item), []).append((position, start))
+                    j += 1
+        return found
+
+    def _judge(self, flat: np.ndarray, start: int, end: int, item: int, spots: list[tuple[int, int]],
+               text: str) -> Match | None:
+        ids = self.item_ids[item]
+        offset = Counter(p - s for p, s in spots).most_common(1)[0][0]  # the alignment most grams agree on
+        slack = self.rule.slack
+        window = flat[max(start, offset - slack):min(end, offset + len(ids) + slack)]
+        common = Counter(ids.tolist()) & Counter(window.tolist())
+        score = sum(common.values()) / len(ids)
+        long_item = self.rule.gram_size(len(ids)) == self.rule.n
+        if long_item:
+            first = min(p for p, _ in spots)
+            last = max(p for p, _ in spots) + self.rule.n
+            span = (first - start, last - start)
+        else:
+            numbers = Counter(i for i in ids.tolist() if self._numeric[i])
+            if score < self.rule.overlap or (numbers - common):
+                return None
+            span = (max(start, offset) - start, min(end, offset + len(ids)) - start)
+        chars = _char_span(text, span)
+        excerpt = text[chars[0]:chars[1]][:300] if chars else ""
+        it = self.items[item]
+        return Match(it.set, it.id, "ngram" if long_item else "overlap", round(score, 4), span, chars, excerpt)
+
+
+def _char_span(text: str, span: tuple[int, int]) -> tuple[int, int] | None:
+    spans = token_spans(text)
+    if spans is None or span[1] > len(spans) or span[0] >= span[1]:
+        return None
+    return spans[span[0]][0], spans[span[1] - 1][1]
