@@ -12,7 +12,9 @@ How a document is judged against an item of ``L`` normalized tokens (``llm_eval.
   match because changing one makes a different problem: templated train / test splits (the same
   sentence with other numbers) are not contamination.
 * items shorter than ``min_tokens`` are not indexed (too short to tell from ordinary text); the
-  index counts them.
+  index counts them. A gram found in more than ``max_items_per_gram`` items is the benchmark's own
+  template ("A: Let's think step by step. We refer to Wikipedia articles on"), not an item's
+  content, and is left out.
 
 Documents are matched in batches: their token ids (0 for a word no eval item contains: no n-gram
 through it can match) are concatenated, every window is hashed at once with numpy, and only the
@@ -22,6 +24,7 @@ windows whose hash is in the index are verified token by token.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -52,6 +55,7 @@ class MatchRule:
     min_tokens: int = 8
     overlap: float = 0.8
     slack: int = 2
+    max_items_per_gram: int = 5  # a gram shared by more items is template text ("let's think step by step")
 
     def gram_size(self, length: int) -> int | None:
         if length < self.min_tokens:
@@ -104,6 +108,8 @@ class ContaminationIndex:
         for word, i in vocab.items():
             numeric[i] = word.isdigit()
         self._numeric = numeric
+        self._item_flat = np.concatenate(item_ids) if item_ids else np.zeros(0, dtype=np.uint64)
+        self._item_offsets = np.concatenate([[0], np.cumsum([len(a) for a in item_ids])]).astype(np.int64)
         self._grams = self._gram_tables()
 
     # -- building and saving ------------------------------------------------------------------
@@ -176,31 +182,47 @@ class ContaminationIndex:
             items = np.concatenate([np.full(len(h), i, dtype=np.int32) for h, i in rows])
             positions = np.concatenate([np.arange(len(h), dtype=np.int32) for h, _ in rows])
             order = np.argsort(hashes, kind="stable")
-            tables[size] = _Grams(hashes[order], items[order], positions[order])
+            hashes, items, positions = hashes[order], items[order], positions[order]
+            distinct = np.unique(np.stack([hashes, items.astype(np.uint64)]), axis=1)[0]
+            common, counts = np.unique(distinct, return_counts=True)
+            keep = ~np.isin(hashes, common[counts > self.rule.max_items_per_gram])
+            tables[size] = _Grams(hashes[keep], items[keep], positions[keep])
         return tables
 
     # -- matching -------------------------------------------------------------------------------
 
     def match_texts(self, texts: Sequence[str]) -> list[Match | None]:
-        """The best match of each text (highest score), or None for a clean one."""
-        get = self.vocab.get
-        rows = [[get(w, 0) for w in tokenize(t)] for t in texts]
-        starts = np.zeros(len(rows) + 1, dtype=np.int64)
-        starts[1:] = np.cumsum([len(r) + 1 for r in rows])  # one 0 between documents: no gram spans two
-        flat = np.zeros(int(starts[-1]), dtype=np.uint64)
-        for row, start in zip(rows, starts[:-1], strict=False):
-            flat[start:start + len(row)] = row
-        anchors = self._anchors(flat, starts)
-        best: dict[int, Match] = {}
-        for (doc, item), spots in anchors.items():
-            found = self._judge(flat, int(starts[doc]), int(starts[doc] + len(rows[doc])), item, spots, texts[doc])
-            if found is not None and (doc not in best or found.score > best[doc].score):
-                best[doc] = found
-        return [best.get(i) for i in range(len(texts))]
+        """The best match of each text (highest score, then most shared grams), or None when clean."""
+        get, zeros = self.vocab.get, itertools.repeat(0)
+        ids: list[int] = []
+        lengths = []
+        for text in texts:
+            before = len(ids)
+            ids.extend(map(get, tokenize(text), zeros))
+            lengths.append(len(ids) - before)
+            ids.append(0)  # one 0 between documents: no gram spans two
+        flat = np.array(ids, dtype=np.uint64)
+        starts = np.zeros(len(texts) + 1, dtype=np.int64)
+        starts[1:] = np.cumsum(np.array(lengths, dtype=np.int64) + 1)
+        best: dict[int, tuple[float, int, int, tuple[int, int]]] = {}  # doc -> (score, spots, item, span)
+        for (doc, item), spots in self._anchors(flat, starts).items():
+            judged = self._judge(flat, int(starts[doc]), int(starts[doc] + lengths[doc]), item, spots)
+            if judged is not None:
+                candidate = (judged[0], len(spots), item, judged[1])
+                if doc not in best or candidate[:2] > best[doc][:2]:
+                    best[doc] = candidate
+        out: list[Match | None] = [None] * len(texts)
+        for doc, (score, _, item, span) in best.items():
+            chars = _char_span(texts[doc], span)
+            it = self.items[item]
+            kind = "ngram" if self.rule.gram_size(len(self.item_ids[item])) == self.rule.n else "overlap"
+            out[doc] = Match(it.set, it.id, kind, round(score, 4), span, chars,
+                             texts[doc][chars[0]:chars[1]][:300] if chars else "")
+        return out
 
     def _anchors(self, flat: np.ndarray, starts: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]]:
         """(document, item) -> verified (position in flat, position in item) of shared grams."""
-        found: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (document, item) -> spots
+        found: dict[tuple[int, int], list[tuple[int, int]]] = {}
         unknown = np.concatenate([[0], np.cumsum(flat == 0)])
         for size, table in self._grams.items():
             if len(flat) < size or not len(table.hashes):
@@ -209,21 +231,28 @@ class ContaminationIndex:
             if not len(ok):
                 continue
             hashes = window_hashes(flat, size)[ok]
-            where = np.searchsorted(table.hashes, hashes)
-            hit = where < len(table.hashes)
-            hit[hit] = table.hashes[where[hit]] == hashes[hit]
-            for k in np.nonzero(hit)[0]:
-                position, j = int(ok[k]), int(where[k])
-                while j < len(table.hashes) and table.hashes[j] == hashes[k]:
-                    item, start = int(table.items[j]), int(table.positions[j])
-                    if np.array_equal(flat[position:position + size], self.item_ids[item][start:start + size]):
-                        doc = int(np.searchsorted(starts, position, side="right")) - 1
-                        found.setdefault((doc, item), []).append((position, start))
-                    j += 1
+            left = np.searchsorted(table.hashes, hashes, side="left")
+            right = np.searchsorted(table.hashes, hashes, side="right")
+            counts = right - left
+            if not counts.any():
+                continue
+            # Every (window, index entry) pair with the same hash, then a token-by-token check of all at once.
+            positions = np.repeat(ok, counts)
+            entries = np.repeat(left, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
+                                                                                      counts))
+            offsets = np.arange(size)
+            items, item_starts = table.items[entries], table.positions[entries]
+            same = (flat[positions[:, None] + offsets] ==
+                    self._item_flat[self._item_offsets[items][:, None] + item_starts[:, None] + offsets]).all(axis=1)
+            docs = np.searchsorted(starts, positions[same], side="right") - 1
+            for doc, item, position, start in zip(docs.tolist(), items[same].tolist(), positions[same].tolist(),
+                                                  item_starts[same].tolist(), strict=True):
+                found.setdefault((doc, item), []).append((position, start))
         return found
 
-    def _judge(self, flat: np.ndarray, start: int, end: int, item: int, spots: list[tuple[int, int]],
-               text: str) -> Match | None:
+    def _judge(self, flat: np.ndarray, start: int, end: int, item: int,
+               spots: list[tuple[int, int]]) -> tuple[float, tuple[int, int]] | None:
+        """(score, token span in the document) when the document holds the item, else None."""
         ids = self.item_ids[item]
         offset = Counter(p - s for p, s in spots).most_common(1)[0][0]  # the alignment most grams agree on
         slack = self.rule.slack
@@ -232,18 +261,11 @@ class ContaminationIndex:
         score = sum(common.values()) / len(ids)
         long_item = self.rule.gram_size(len(ids)) == self.rule.n
         if long_item:
-            first = min(p for p, _ in spots)
-            last = max(p for p, _ in spots) + self.rule.n
-            span = (first - start, last - start)
-        else:
-            numbers = Counter(i for i in ids.tolist() if self._numeric[i])
-            if score < self.rule.overlap or (numbers - common):
-                return None
-            span = (max(start, offset) - start, min(end, offset + len(ids)) - start)
-        chars = _char_span(text, span)
-        excerpt = text[chars[0]:chars[1]][:300] if chars else ""
-        it = self.items[item]
-        return Match(it.set, it.id, "ngram" if long_item else "overlap", round(score, 4), span, chars, excerpt)
+            return score, (min(p for p, _ in spots) - start, max(p for p, _ in spots) + self.rule.n - start)
+        numbers = Counter(i for i in ids.tolist() if self._numeric[i])
+        if score < self.rule.overlap or (numbers - common):
+            return None
+        return score, (max(start, offset) - start, min(end, offset + len(ids)) - start)
 
 
 def _char_span(text: str, span: tuple[int, int]) -> tuple[int, int] | None:

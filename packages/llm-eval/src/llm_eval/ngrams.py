@@ -10,7 +10,8 @@ Normalization (``NORMALIZATION``, recorded in every saved index):
    separates tokens, so "it's" is two tokens and "3.5" is two.
 3. Scripts written without spaces (Han, Hiragana, Katakana, Thai) give one token per character.
 
-ASCII text takes a fast path (``str.translate`` and ``split``) that gives exactly the same tokens.
+ASCII text (and the ASCII pieces of other text) takes a fast path (``str.translate`` and ``split``)
+that gives exactly the same tokens.
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ from functools import cache
 
 NORMALIZATION = "nfkc-casefold-unicode-words-v1"
 _NO_SPACE_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}"
-# Every ASCII character that is not a letter, a digit or the underscore becomes a space.
-_ASCII_SEPARATORS = str.maketrans({c: " " for c in string.punctuation.replace("_", "") + "\t\n\r\x0b\x0c"}
-                                  | {chr(c): " " for c in range(32)} | {"\x7f": " "})
+# A byte table: every ASCII byte that is not a letter, a digit or the underscore becomes a space,
+# upper case becomes lower case; bytes >= 0x80 (the rest of a UTF-8 character) stay as they are.
+_SEPARATOR_BYTES = set((string.punctuation.replace("_", "") + string.whitespace).encode()) | set(range(32)) | {127}
+_ASCII_TABLE = bytes(32 if b in _SEPARATOR_BYTES else (b + 32 if 65 <= b <= 90 else b) for b in range(256))
+
+
+def _ascii_pieces(text: str) -> list[str]:
+    """Split on ASCII separators and whitespace, ASCII letters lowered (a C-speed byte table)."""
+    return text.encode("utf-8").translate(_ASCII_TABLE).decode("utf-8").split()
 
 
 @cache
@@ -43,8 +50,14 @@ def normalize(text: str) -> str:
 def tokenize(text: str) -> list[str]:
     """The normalized word tokens of ``text`` (see the module docstring)."""
     if text.isascii():
-        return text.lower().translate(_ASCII_SEPARATORS).split()
-    return _unicode_token_re().findall(normalize(text))
+        return _ascii_pieces(text)
+    # ASCII separators and whitespace separate tokens under the Unicode rule too, so only the
+    # pieces that hold non-ASCII characters need the (slower) Unicode pattern.
+    pieces = _ascii_pieces(normalize(text))
+    find = _unicode_token_re().findall
+    for i in reversed([i for i, piece in enumerate(pieces) if not piece.isascii()]):
+        pieces[i:i + 1] = find(pieces[i])
+    return pieces
 
 
 def token_spans(text: str) -> list[tuple[int, int]] | None:
