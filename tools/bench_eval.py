@@ -49,7 +49,7 @@ def load_janitor():
 
 def make_ours(items):
     from llm_core.types import Document
-    from llm_eval.contamination import ContaminationConfig, ContaminationFilter, _INDEXES
+    from llm_eval.contamination import _INDEXES, ContaminationConfig, ContaminationFilter
     from llm_eval.index import ContaminationIndex
 
     config = ContaminationConfig(index="(in memory)")

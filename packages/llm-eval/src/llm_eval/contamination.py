@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from llm_core.artifacts import atomic_open, fingerprint, join, write_json
+from llm_core.artifacts import atomic_open, fingerprint, write_json
 from llm_core.config import Config
 from llm_core.data_io import RejectLog, iter_records, list_sources, record_text
 from llm_core.stage import StageContext
