@@ -41,8 +41,9 @@ class ContaminationConfig(Config):
     n: int = Field(13, ge=4, le=64, description="n-gram size for long items (>= 2n + 1 tokens)")
     min_n: int = Field(8, ge=3, description="anchor n-gram size for short items")
     min_tokens: int = Field(8, ge=3, description="items with fewer normalized tokens are not indexed")
-    overlap: float = Field(0.8, gt=0, le=1, description="short items: share of the item's tokens the aligned "
-                           "window must hold")
+    overlap: float = Field(0.8, gt=0, le=1, description="share of the item's tokens the aligned window must hold")
+    ngram_min_tokens: int = Field(40, ge=1, description="items this long are flagged by any shared n-gram (the "
+                                  "classic rule); shorter ones must be there whole, with their numbers")
 
     @model_validator(mode="after")
     def _one_source(self) -> ContaminationConfig:
@@ -55,7 +56,8 @@ class ContaminationConfig(Config):
 
     @property
     def rule(self) -> MatchRule:
-        return MatchRule(n=self.n, min_n=self.min_n, min_tokens=self.min_tokens, overlap=self.overlap)
+        return MatchRule(n=self.n, min_n=self.min_n, min_tokens=self.min_tokens, overlap=self.overlap,
+                         ngram_min_tokens=self.ngram_min_tokens)
 
 
 _INDEXES: dict[str, ContaminationIndex] = {}  # built or loaded once per process
@@ -112,6 +114,7 @@ class ContaminationIndexConfig(Config):
     min_n: int = Field(8, ge=3)
     min_tokens: int = Field(8, ge=3)
     overlap: float = Field(0.8, gt=0, le=1)
+    ngram_min_tokens: int = Field(40, ge=1)
 
 
 class ContaminationIndexStage:
@@ -122,7 +125,8 @@ class ContaminationIndexStage:
 
     def run(self, ctx: StageContext) -> StageResult:
         c = self.config
-        rule = MatchRule(n=c.n, min_n=c.min_n, min_tokens=c.min_tokens, overlap=c.overlap)
+        rule = MatchRule(n=c.n, min_n=c.min_n, min_tokens=c.min_tokens, overlap=c.overlap,
+                         ngram_min_tokens=c.ngram_min_tokens)
         items = [item for spec in c.eval_sets
                  for item in load_eval_items(spec, ctx.inputs, ctx.path(f"rejects-{spec.label}.jsonl"))]
         index = ContaminationIndex.build(items, rule)

@@ -32,3 +32,20 @@ def register_stages(registry: Any) -> None:
     registry.add("contamination_report", ContaminationReportStage, config=ContaminationReportConfig,
                  inputs=("documents",), optional_inputs=("*",),
                  summary="flag the records of any data set that match an eval item, with item and span")
+    from llm_eval.report import EvalReportConfig
+    from llm_eval.ttc import TestTimeComputeConfig
+
+    def test_time_compute(config: TestTimeComputeConfig) -> Any:
+        from llm_eval.ttc import TestTimeComputeStage
+
+        return TestTimeComputeStage(config)
+
+    def eval_report(config: EvalReportConfig) -> Any:
+        from llm_eval.report import EvalReportStage
+
+        return EvalReportStage(config)
+
+    registry.add("test_time_compute", test_time_compute, config=TestTimeComputeConfig, inputs=("problems",),
+                 optional_inputs=("*",), summary="pass@N, majority@N, best-of-N against N (and tokens) per checkpoint")
+    registry.add("eval_report", eval_report, config=EvalReportConfig, optional_inputs=("*",),
+                 summary="one self-contained HTML page comparing a run's checkpoints and stages")

@@ -1,23 +1,26 @@
 """An n-gram index over eval items: built once, saved, and matched against batches of documents.
 
-How a document is judged against an item of ``L`` normalized tokens (``llm_eval.ngrams``):
+Shared n-grams only find candidates; a candidate is then judged against the whole item. For an item
+of ``L`` normalized tokens (``llm_eval.ngrams``):
 
-* **long items** (``L >= 2n + 1``, n = 13 by default): flagged when the document shares any exact
-  n-gram with the item (the classic 13-gram rule of GPT-3 and lm-eval's janitor). Any one edit
-  leaves at least one n-gram of such an item intact, so an edited copy is still found.
-* **short items** (``min_tokens <= L <= 2n``): any shared ``min_n``-gram (8 by default; again an edit
-  cannot destroy them all once ``L >= 2 min_n + 1``) only anchors a check of the whole item: the
-  document's window aligned with the item (widened by ``slack`` tokens each side) must hold at
-  least ``overlap`` of the item's tokens (bag of words) and every number of the item. Numbers must
-  match because changing one makes a different problem: templated train / test splits (the same
-  sentence with other numbers) are not contamination.
-* items shorter than ``min_tokens`` are not indexed (too short to tell from ordinary text); the
-  index counts them. A gram found in more than ``max_items_per_gram`` items is the benchmark's own
-  template ("A: Let's think step by step. We refer to Wikipedia articles on"), not an item's
-  content, and is left out.
+* the candidates are documents sharing an exact n-gram with it: n = 13 (``n``) for long items
+  (``L >= 2n + 1``), ``min_n`` = 8 for shorter ones. One edit cannot destroy every n-gram of an item
+  at least ``2n + 1`` tokens long (so a copy with one replaced word is always a candidate), hence
+  the shorter grams for short items;
+* items of at least ``ngram_min_tokens`` (40) tokens follow the classic rule of GPT-3 and lm-eval's
+  janitor: any shared 13-gram flags the document (a partial quote too). A 13-gram is a small part
+  of such an item, so sharing one is evidence of copying;
+* shorter items must be there whole: the window aligned with the item (the offset most shared
+  grams agree on, widened by ``slack`` = max(2, L / 10) tokens each side) must hold at least
+  ``overlap`` (0.8) of the item's tokens (as a bag of words), and the window without the slack
+  every number of the item. Here a 13-gram is a third of the item or more, and templated problems
+  share that much: the same sentence with other numbers is a different problem, not a copy.
 
-Documents are matched in batches: their token ids (0 for a word no eval item contains: no n-gram
-through it can match) are concatenated, every window is hashed at once with numpy, and only the
+Items shorter than ``min_tokens`` are not indexed (too short to tell from ordinary text); the index
+counts them. A gram found in more than ``max_items_per_gram`` items is the benchmark's own template
+("A: Let's think step by step. We refer to Wikipedia articles on"), not an item's content, and is
+left out. Documents are matched in batches: their token ids (0 for a word no eval item contains: no
+gram through it can match) are concatenated, every window is hashed at once with numpy, and only
 windows whose hash is in the index are verified token by token.
 """
 
@@ -54,7 +57,7 @@ class MatchRule:
     min_n: int = 8
     min_tokens: int = 8
     overlap: float = 0.8
-    slack: int = 2
+    ngram_min_tokens: int = 40
     max_items_per_gram: int = 5  # a gram shared by more items is template text ("let's think step by step")
 
     def gram_size(self, length: int) -> int | None:
@@ -91,6 +94,21 @@ class _Grams:
     positions: np.ndarray  # int32, start of the gram in the item
 
 
+def _bags(item_ids: list[np.ndarray], numeric: np.ndarray) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Every item as a bag of words, flat: (distinct tokens, counts, offsets per item), and the same
+    for its numbers only."""
+    parts = [np.unique(ids, return_counts=True) for ids in item_ids]
+    numbers = [(t[numeric[t.astype(np.int64)]], c[numeric[t.astype(np.int64)]]) for t, c in parts]
+
+    def flat(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+        offsets = np.concatenate([[0], np.cumsum([len(t) for t, _ in pairs])]).astype(np.int64)
+        if not pairs:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), offsets
+        return np.concatenate([t for t, _ in pairs]), np.concatenate([c for _, c in pairs]), offsets
+
+    return flat(parts), flat(numbers)
+
+
 def window_hashes(ids: np.ndarray, size: int) -> np.ndarray:
     """Hash of every window of ``size`` ids (uint64 arithmetic wraps: a random linear hash)."""
     count = len(ids) - size + 1
@@ -111,6 +129,9 @@ class ContaminationIndex:
         self._item_flat = np.concatenate(item_ids) if item_ids else np.zeros(0, dtype=np.uint64)
         self._item_offsets = np.concatenate([[0], np.cumsum([len(a) for a in item_ids])]).astype(np.int64)
         self._grams = self._gram_tables()
+        self._token_bags, self._number_bags = _bags(item_ids, numeric)
+        number_owner = np.repeat(np.arange(len(item_ids)), np.diff(self._number_bags[2]))
+        self._number_totals = np.bincount(number_owner, weights=self._number_bags[1], minlength=len(item_ids))
 
     # -- building and saving ------------------------------------------------------------------
 
@@ -204,9 +225,11 @@ class ContaminationIndex:
         flat = np.array(ids, dtype=np.uint64)
         starts = np.zeros(len(texts) + 1, dtype=np.int64)
         starts[1:] = np.cumsum(np.array(lengths, dtype=np.int64) + 1)
+        anchors = self._anchors(flat, starts)
+        ends = starts[:-1] + np.array(lengths, dtype=np.int64)
         best: dict[int, tuple[float, int, int, tuple[int, int]]] = {}  # doc -> (score, spots, item, span)
-        for (doc, item), spots in self._anchors(flat, starts).items():
-            judged = self._judge(flat, int(starts[doc]), int(starts[doc] + lengths[doc]), item, spots)
+        for (doc, item), spots, judged in zip(anchors, anchors.values(), self._judge(flat, starts, ends, anchors),
+                                              strict=True):
             if judged is not None:
                 candidate = (judged[0], len(spots), item, judged[1])
                 if doc not in best or candidate[:2] > best[doc][:2]:
@@ -215,7 +238,9 @@ class ContaminationIndex:
         for doc, (score, _, item, span) in best.items():
             chars = _char_span(texts[doc], span)
             it = self.items[item]
-            kind = "ngram" if self.rule.gram_size(len(self.item_ids[item])) == self.rule.n else "overlap"
+            length = len(self.item_ids[item])
+            kind = "ngram" if length >= self.rule.ngram_min_tokens and self.rule.gram_size(length) == self.rule.n \
+                else "overlap"
             out[doc] = Match(it.set, it.id, kind, round(score, 4), span, chars,
                              texts[doc][chars[0]:chars[1]][:300] if chars else "")
         return out
@@ -250,22 +275,60 @@ class ContaminationIndex:
                 found.setdefault((doc, item), []).append((position, start))
         return found
 
-    def _judge(self, flat: np.ndarray, start: int, end: int, item: int,
-               spots: list[tuple[int, int]]) -> tuple[float, tuple[int, int]] | None:
-        """(score, token span in the document) when the document holds the item, else None."""
-        ids = self.item_ids[item]
-        offset = Counter(p - s for p, s in spots).most_common(1)[0][0]  # the alignment most grams agree on
-        slack = self.rule.slack
-        window = flat[max(start, offset - slack):min(end, offset + len(ids) + slack)]
-        common = Counter(ids.tolist()) & Counter(window.tolist())
-        score = sum(common.values()) / len(ids)
-        long_item = self.rule.gram_size(len(ids)) == self.rule.n
-        if long_item:
-            return score, (min(p for p, _ in spots) - start, max(p for p, _ in spots) + self.rule.n - start)
-        numbers = Counter(i for i in ids.tolist() if self._numeric[i])
-        if score < self.rule.overlap or (numbers - common):
-            return None
-        return score, (max(start, offset) - start, min(end, offset + len(ids)) - start)
+    def _judge(self, flat: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+               anchors: dict[tuple[int, int], list[tuple[int, int]]]) -> list[tuple[float, tuple[int, int]] | None]:
+        """For each (document, item) candidate: (score, token span in the document) when the document
+        holds the item, else None. All candidates of a batch are scored at once."""
+        if not anchors:
+            return []
+        docs = np.array([d for d, _ in anchors], dtype=np.int64)
+        items = np.array([i for _, i in anchors], dtype=np.int64)
+        # The alignment most of a candidate's shared grams agree on.
+        offsets = np.array([Counter(p - s for p, s in spots).most_common(1)[0][0] for spots in anchors.values()])
+        lengths = self._item_offsets[items + 1] - self._item_offsets[items]
+        slack = np.maximum(2, lengths // 10)
+        lo, hi = np.maximum(starts[docs], offsets), np.minimum(ends[docs], offsets + lengths)
+        wide_lo, wide_hi = np.maximum(starts[docs], offsets - slack), np.minimum(ends[docs], offsets + lengths + slack)
+        scores = self._overlaps(flat, wide_lo, wide_hi, items, numbers=False) / lengths
+        # Numbers are looked for in the aligned window itself: the slack could reach an answer or a
+        # worked solution right after the item.
+        numbers_ok = self._overlaps(flat, lo, hi, items, numbers=True) >= self._number_totals[items]
+        out: list[tuple[float, tuple[int, int]] | None] = []
+        for k, spots in enumerate(anchors.values()):
+            start = int(starts[docs[k]])
+            if lengths[k] >= self.rule.ngram_min_tokens and self.rule.gram_size(int(lengths[k])) == self.rule.n:
+                span = (min(p for p, _ in spots) - start, max(p for p, _ in spots) + self.rule.n - start)
+                out.append((float(scores[k]), span))
+            elif scores[k] >= self.rule.overlap and numbers_ok[k]:
+                out.append((float(scores[k]), (int(lo[k]) - start, int(hi[k]) - start)))
+            else:
+                out.append(None)
+        return out
+
+    def _overlaps(self, flat: np.ndarray, lo: np.ndarray, hi: np.ndarray, items: np.ndarray,
+                  numbers: bool) -> np.ndarray:
+        """For each candidate k, how many of item k's tokens (its numbers only, with ``numbers``) the
+        document window ``flat[lo[k]:hi[k]]`` holds, counted as bags of words."""
+        width = np.uint64(len(self.vocab) + 1)
+        window = _ranges(lo, np.maximum(lo, hi))
+        window_keys = np.repeat(np.arange(len(lo), dtype=np.uint64), np.maximum(0, hi - lo)) * width + flat[window]
+        keys, counts = np.unique(window_keys, return_counts=True)
+        if not len(keys):
+            return np.zeros(len(items))
+        bags = self._number_bags if numbers else self._token_bags
+        tokens, wanted, bag_offsets = bags
+        rows = _ranges(bag_offsets[items], bag_offsets[items + 1])
+        owner = np.repeat(np.arange(len(items)), bag_offsets[items + 1] - bag_offsets[items])
+        item_keys = owner.astype(np.uint64) * width + tokens[rows]
+        where = np.minimum(np.searchsorted(keys, item_keys), len(keys) - 1)
+        found = np.where(keys[where] == item_keys, counts[where], 0)
+        return np.bincount(owner, weights=np.minimum(wanted[rows], found), minlength=len(items))
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(lo[k], hi[k])`` for every k."""
+    sizes = hi - lo
+    return np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes) + np.repeat(lo, sizes)
 
 
 def _char_span(text: str, span: tuple[int, int]) -> tuple[int, int] | None:
