@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -250,6 +251,7 @@ class RecordGate:
     on_finish: Callable[[dict[str, Any]], None] | None = None
     batch_size: int = 512
     checked: int = 0
+    seconds: float = 0.0  # spent judging
     dropped: list[dict[str, Any]] = field(default_factory=list)
 
     def screen(self, records: Iterator[tuple[str, int, dict[str, Any]]]) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -262,9 +264,11 @@ class RecordGate:
         yield from self._judge(batch)
 
     def _judge(self, batch: list[tuple[str, int, dict[str, Any]]]) -> list[tuple[str, int, dict[str, Any]]]:
+        started = time.perf_counter()
         docs = [Document(str(r.get("id", f"{w}:{line}")), record_text(r), {}) for w, line, r in batch]
         by_batch = getattr(self.filter, "filter_batch", None)
         reasons = by_batch(docs) if by_batch else [self.filter.filter(d) for d in docs]
+        self.seconds += time.perf_counter() - started
         self.checked += len(batch)
         kept = []
         for (where, line, record), doc, reason in zip(batch, docs, reasons, strict=True):
@@ -286,7 +290,7 @@ class RecordGate:
         reasons = Counter(d["reason"] for d in self.dropped)
         summary = {"filter": self.name, "action": self.action, "what": what, "checked": self.checked,
                    "dropped": len(self.dropped), "by_reason": dict(reasons.most_common()),
-                   "dropped_uri": self.dropped_uri}
+                   "seconds": round(self.seconds, 3), "dropped_uri": self.dropped_uri}
         write_json(self.summary_uri, summary)
         if self.dropped:
             log.warning("%d of %d %s flagged by %s, dropped (see %s)", len(self.dropped), self.checked, what,

@@ -65,7 +65,8 @@ _INDEXES: dict[str, ContaminationIndex] = {}  # built or loaded once per process
 
 def index_for(config: ContaminationConfig, inputs: Mapping[str, str] | None = None) -> ContaminationIndex:
     """The index a config names: loaded from its folder, or built from its eval sets (cached)."""
-    inputs = dict(inputs or {})
+    used = {spec.input for spec in config.eval_sets if spec.input} | {config.index_input} - {None}
+    inputs = {k: v for k, v in (inputs or {}).items() if k in used}
     key = fingerprint({"config": config.model_dump(mode="json"), "inputs": inputs})
     if key not in _INDEXES:
         if config.index is not None or config.index_input is not None:

@@ -32,6 +32,7 @@ from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
 from llm_core.types import StageResult
 from llm_eval.generation import PromptSpec, load_problems, sample_completions
+from llm_eval.judging import JudgeSpec, judge
 from llm_eval.passk import extract_answer, pass_at_k
 from llm_eval.plots import save_figure
 
@@ -44,7 +45,7 @@ class TtcSampling(SamplingSpec):
 
 class TestTimeComputeConfig(Config):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="the engine that samples")
-    verifier: VerifierRef = Field(default_factory=lambda: VerifierRef(name="math"), description="correctness")
+    verifier: JudgeSpec = Field(default_factory=JudgeSpec, description="correctness")
     selector: VerifierRef | None = Field(None, description="best-of-N scorer (a verifier or reward model), "
                                          "called without the reference; None: no best-of-N curve")
     sampling: TtcSampling = Field(default_factory=TtcSampling)
@@ -77,9 +78,8 @@ class TestTimeComputeStage:
             checkpoints = {k: v for k, v in ctx.inputs.items() if k != "problems"}
             if not checkpoints:
                 raise ValueError(f"stage {ctx.name!r}: name at least one checkpoint input besides 'problems'")
-            verifier = c.verifier.build(ctx.registries)
             selector = c.selector.build(ctx.registries) if c.selector is not None else None
-            curves = {name: self.curve(ctx, uri, problems, verifier, selector) for name, uri in checkpoints.items()}
+            curves = {name: self.curve(ctx, uri, problems, selector) for name, uri in checkpoints.items()}
         write_json(ctx.path("ttc.json"), {"problems": len(problems), "samples": c.samples, "curves": curves})
         with atomic_open(ctx.path("ttc.md"), "wt", encoding="utf-8") as handle:
             handle.write(render_table(curves, len(problems), c))
@@ -93,15 +93,17 @@ class TestTimeComputeStage:
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts=artifacts)
 
-    def curve(self, ctx: StageContext, uri: str, problems: list[Any], verifier: Any,
-              selector: Any) -> list[dict[str, float]]:
+    def curve(self, ctx: StageContext, uri: str, problems: list[Any], selector: Any) -> list[dict[str, float]]:
         c = self.config
         engine = ctx.rollout_engine(c.rollout, checkpoint=uri)
         groups = sample_completions(engine, [p.prompt for p in problems], c.samples, c.sampling, c.prompt,
                                     c.chunk_prompts)
+        verdicts = iter(judge(c.verifier, ctx.registries,
+                              [(p.prompt, s.text, p.reference) for p, group in zip(problems, groups, strict=True)
+                               for s in group]))
         judged = []
         for problem, group in zip(problems, groups, strict=True):
-            passed = [verifier.verify(problem.prompt, s.text, problem.reference).passed for s in group]
+            passed = [next(verdicts).passed for _ in group]
             scores = ([selector.verify(problem.prompt, s.text, None).score for s in group]
                       if selector is not None else None)
             judged.append((passed, [extract_answer(s.text) for s in group], scores, [s.tokens for s in group]))
