@@ -47,5 +47,14 @@ def register_stages(registry: Any) -> None:
 
     registry.add("test_time_compute", test_time_compute, config=TestTimeComputeConfig, inputs=("problems",),
                  optional_inputs=("*",), summary="pass@N, majority@N, best-of-N against N (and tokens) per checkpoint")
+    from llm_eval.probes_stage import LongContextProbesConfig
+
+    def long_context_probes(config: LongContextProbesConfig) -> Any:
+        from llm_eval.probes_stage import LongContextProbesStage
+
+        return LongContextProbesStage(config)
+
+    registry.add("long_context_probes", long_context_probes, config=LongContextProbesConfig, optional_inputs=("*",),
+                 summary="needle-in-a-haystack grid, RULER tasks, BABILong facts per checkpoint; heat maps")
     registry.add("eval_report", eval_report, config=EvalReportConfig, optional_inputs=("*",),
                  summary="one self-contained HTML page comparing a run's checkpoints and stages")
