@@ -29,8 +29,9 @@ KINDS = ("verbatim", "case", "punctuation", "replaced_word", "all")
 _WORD = re.compile(r"\b[A-Za-z]{3,}\b")
 
 
-def gensim_texts() -> list[str]:
-    """Real English prose: gensim's Lee news articles and Wikipedia sample pages (markup stripped)."""
+def gensim_texts(wikipedia: bool = True) -> list[str]:
+    """Real English prose: gensim's Lee news articles and (``wikipedia``) its Wikipedia sample pages,
+    markup stripped (reading those takes about 15 s)."""
     import bz2
 
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
@@ -38,8 +39,9 @@ def gensim_texts() -> list[str]:
 
     with open(datapath("lee_background.cor"), encoding="utf-8") as handle:
         texts = [line.strip() for line in handle if line.strip()]
-    with bz2.open(datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")) as handle:
-        texts += [" ".join(filter_wiki(page[1]).split()) for page in extract_pages(handle)]
+    if wikipedia:
+        with bz2.open(datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")) as handle:
+            texts += [" ".join(filter_wiki(page[1]).split()) for page in extract_pages(handle)]
     return [t for t in texts if len(t.split()) >= 50]
 
 
