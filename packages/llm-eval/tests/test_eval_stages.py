@@ -1,0 +1,76 @@
+"""The evaluation stages and the callback on a toy run (tiny model, registries only, as in a recipe)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HELDOUT_GATE = {"name": "contamination", "options": {"eval_sets": [{"input": "heldout"}]}}
+
+
+def manifest(root: str, stage: str) -> dict:
+    return json.loads(Path(root, stage, "manifest.json").read_text())
+
+
+def test_gate_reaches_sft_and_rejection_sampling(run_on_tiny):
+    root = run_on_tiny([{"name": "rs", "kind": "rejection_sampling", "threads": 1,
+                         "inputs": {"checkpoint": "cold_start/checkpoint", "problems": "data/train",
+                                    "heldout": "data/heldout"},
+                         "decontaminate": HELDOUT_GATE, "samples_per_prompt": 1, "max_prompts": 4,
+                         "verifier": {"name": "format", "options": {"pattern": ".*"}, "workers": 0},
+                         "sampling": {"max_new_tokens": 8}}])
+    sft = json.loads(Path(root, "cold_start", "decontamination.json").read_text())
+    assert sft["checked"] == 64 and sft["what"] == "conversations"
+    rs = json.loads(Path(root, "rs", "decontamination.json").read_text())
+    assert rs["checked"] == 300 and rs["what"] == "problems"
+    assert len(Path(root, "rs", "contaminated.jsonl").read_text().splitlines()) == rs["dropped"]
+    logged = [json.loads(line) for line in Path(root, "rs", "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("decontaminate_checked") == 300 for r in logged)
+
+
+def test_test_time_compute_and_report(run_on_tiny):
+    root = run_on_tiny([
+        {"name": "ttc", "kind": "test_time_compute", "threads": 1, "max_problems": 6, "samples": 8,
+         "ns": [1, 2, 4, 8], "selector": {"name": "process_reward", "options": {"scorer": "arithmetic_steps"}},
+         "sampling": {"max_new_tokens": 24},
+         "inputs": {"problems": "data/heldout", "cold_start": "cold_start/checkpoint"}},
+        {"name": "report", "kind": "eval_report", "title": "toy run",
+         "inputs": {"cold_start": "cold_start", "ttc": "ttc", "pretrain": "pretrain"}}])
+    curves = json.loads(Path(root, "ttc", "ttc.json").read_text())["curves"]["cold_start"]
+    assert [p["n"] for p in curves] == [1, 2, 4, 8]
+    passes = [p["pass"] for p in curves]
+    assert passes == sorted(passes)  # pass@N never falls with N
+    assert Path(root, "ttc", "ttc.png").read_bytes().startswith(b"\x89PNG")
+    page = Path(root, "report", "report.html").read_text()
+    assert "Test-time compute" in page and "Contamination" in page and "data:image/png;base64," in page
+    assert "<script" not in page and "http" not in page.split("<body>")[1]  # self-contained
+
+
+def test_long_context_probes_at_2k_tokens(run_on_tiny):
+    root = run_on_tiny([{"name": "probes", "kind": "long_context_probes", "threads": 1, "lengths": [2048],
+                         "samples": 1, "inputs": {"cold_start": "cold_start/checkpoint"}}])
+    wall = manifest(root, "probes")["wall_time_s"]
+    items = [json.loads(line) for line in Path(root, "probes", "cold_start", "items.jsonl").read_text().splitlines()]
+    assert len(items) == 4 * 5 + 4  # needle tasks x depths, plus the other four
+    assert Path(root, "probes", "cold_start", "needle_heatmap.png").read_bytes().startswith(b"\x89PNG")
+    assert "niah_single (single needle)" in Path(root, "probes", "table.md").read_text()
+    assert wall < 120, f"probes took {wall:.0f} s"  # about 15 s on 2 idle cores (README)
+
+
+def test_evaluate_stage_and_periodic_eval_callback(run_on_tiny, tiny_run):
+    math_task = {"name": "math", "options": {"problems": str(Path(tiny_run, "data", "heldout")), "limit": 6}}
+    root = run_on_tiny([
+        {"name": "evaluate", "kind": "evaluate", "threads": 1, "samples": 2, "ks": [1, 2],
+         "sampling": {"max_new_tokens": 16, "temperature": 1.0},
+         "tasks": [math_task, {"name": "multiple_choice", "options": {"builtin": "mmlu", "limit": 4}}],
+         "inputs": {"cold_start": "cold_start/checkpoint"}},
+        {"name": "more_sft", "kind": "sft", "inputs": {"checkpoint": "cold_start/checkpoint",
+                                                        "conversations": "data/traces"},
+         "seq_len": 256, "batch_size": 4, "steps": 2, "threads": 1, "log_every": 1,
+         "callbacks": [{"name": "periodic_eval", "options": {"tasks": [math_task], "every": 2, "max_examples": 2,
+                                                             "sampling": {"max_new_tokens": 8}}}]}])
+    rows = {r["name"]: r for r in json.loads(Path(root, "evaluate", "results.json").read_text())["rows"]}
+    assert rows["cold_start/math"]["n"] == 6 and set(rows["cold_start/math"]["pass_at_k"]) == {"1", "2"}
+    assert rows["cold_start/multiple_choice"]["n"] == 4
+    logged = [json.loads(line) for line in Path(root, "more_sft", "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/math/pass_at_1" in r for r in logged)
