@@ -165,6 +165,27 @@ def main() -> None:
         ratio = f"{ours / r['docs_per_s']:.1f}x" if ours else "-"
         print(f"| {r['contender']} | {r['docs_per_s']:,.0f} | {r['min']:,.0f}..{r['max']:,.0f} | "
               f"{r['planted_found']} | {r['clean_flagged']} | {ratio} |")
+    print("\nrecall by kind of insertion (share of planted documents flagged):\n")
+    from llm_eval.synthetic import KINDS
+
+    print("| contender | " + " | ".join(KINDS) + " |\n|---|" + "---|" * len(KINDS))
+    for name in names:
+        cells = []
+        for kind in KINDS:
+            docs = [d for d, truth in planted.truth.items() if truth[2] == kind]
+            cells.append(f"{sum(flags[name][d] for d in docs) / len(docs):.3f}" if docs else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if "llm-eval" in names:
+        from llm_eval.index import ContaminationIndex
+        from llm_eval.synthetic import score
+
+        quality = score(ContaminationIndex.build(items), planted)
+        print("\nllm-eval, the item it names (precision: flagged planted documents naming the planted item):\n")
+        print("| kind | inserted | recall | precision |\n|---|---|---|---|")
+        for kind in KINDS:
+            q = quality[kind]
+            print(f"| {kind} | {q['inserted']} | {q['recall']:.3f} | {q['precision']:.3f} |")
+        print(f"| clean | {quality['clean']['documents']} documents | flagged: {quality['clean']['flagged']} | |")
     print("\n" + json.dumps(rows))
 
 
