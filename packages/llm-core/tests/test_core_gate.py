@@ -18,7 +18,8 @@ def gate(tmp_path, action="drop"):
 
 def write(tmp_path):
     records = [{"id": "a", "prompt": "fine", "reference": 1},
-               {"messages": [{"role": "user", "content": "a forbidden question"}, {"role": "assistant", "content": "x"}]},
+               {"messages": [{"role": "user", "content": "a forbidden question"},
+                             {"role": "assistant", "content": "x"}]},
                {"prompt": "also fine", "reference": 2}]
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")

@@ -115,8 +115,9 @@ def test_planted_lee_corpus_recall_by_kind_and_no_clean_flagged():
 
 def test_unicode_items_match_in_other_scripts():
     chinese = "东京是日本的首都也是最大的城市人口超过一千万人"
-    idx = index(chinese, "हिन्दी भारत की एक प्रमुख भाषा है और इसे करोड़ों लोग बोलते हैं और लिखते हैं")
-    found = idx.match_texts(["新闻：" + chinese + "。", "आज हिन्दी भारत की एक प्रमुख भाषा है और इसे करोड़ों लोग बोलते हैं और लिखते हैं"])
+    hindi = "हिन्दी भारत की एक प्रमुख भाषा है और इसे करोड़ों लोग बोलते हैं और लिखते हैं"
+    idx = index(chinese, hindi)
+    found = idx.match_texts(["新闻：" + chinese + "。", "आज " + hindi])
     assert [m.item_id for m in found] == ["0", "1"]
     rng = random.Random(0)
     assert idx.match_texts(["".join(rng.sample(chinese, len(chinese)))])[0] is None
