@@ -14,7 +14,7 @@ RECIPES = Path(__file__).parents[3] / "integration" / "recipes"
 
 @pytest.mark.parametrize("name, kinds", [
     ("tiny-r1.toml", ["arithmetic_problems", "pretrain", "sft", "grpo", "rejection_sampling", "sft", "grpo",
-                      "rlvr_eval"]),
+                      "rlvr_eval", "test_time_compute", "eval_report"]),
     ("r1-zero.toml", None),
     ("smollm2-grpo.toml", ["arithmetic_problems", "import_checkpoint", "grpo", "rlvr_eval"]),
 ])
