@@ -36,6 +36,18 @@ def test_tiny_r1_runs_within_budget_and_reports(tiny_r1):
 
 
 @pytest.mark.slow
+def test_tiny_r1_gates_its_training_data_and_reports(tiny_r1):
+    root, _ = tiny_r1
+    for stage in ("cold_start", "grpo", "rs", "rs_sft", "final_rl"):
+        gate = json.loads((root / stage / "decontamination.json").read_text())
+        assert gate["filter"] == "contamination" and gate["checked"] > 0
+    curves = json.loads((root / "ttc/ttc.json").read_text())["curves"]
+    assert set(curves) == {"cold_start", "final_rl"} and [p["n"] for p in curves["final_rl"]][-1] == 64
+    page = (root / "report/report.html").read_text()
+    assert "Test-time compute" in page and "decontaminate" in page
+
+
+@pytest.mark.slow
 def test_tiny_r1_grpo_beats_cold_start(tiny_r1):
     root, _ = tiny_r1
     results = json.loads((root / "eval/results.json").read_text())
