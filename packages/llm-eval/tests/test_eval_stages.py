@@ -28,6 +28,28 @@ def test_gate_reaches_sft_and_rejection_sampling(run_on_tiny):
     assert any(r.get("decontaminate_checked") == 300 for r in logged)
 
 
+def test_gate_reaches_preference_stages(run_on_tiny, tiny_run, tmp_path):
+    """dpo (as kto, reward_model and ppo: llm-prefopt's LoopOptions) drops pairs holding a held-out problem."""
+    lines = Path(tiny_run, "data", "heldout", "problems.jsonl").read_text().splitlines()
+    heldout = [json.loads(line) for line in lines]
+    pairs = [{"prompt": p["prompt"], "chosen": f"<answer>{p['reference']}</answer>", "rejected": "<answer>0</answer>"}
+             for p in heldout[:2]]
+    pairs += [{"prompt": f"What is {a} + {a}?", "chosen": f"<answer>{2 * a}</answer>", "rejected": "<answer>1</answer>"}
+              for a in range(2, 8)]
+    pairs[1]["prompt"] = pairs[1]["prompt"].upper()  # lightly edited: still a held-out problem
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    root = run_on_tiny([{"name": "dpo", "kind": "dpo", "threads": 1, "steps": 1, "batch_size": 4, "max_length": 256,
+                         "inputs": {"checkpoint": "cold_start/checkpoint", "pairs": str(path),
+                                    "heldout_problems": "data/heldout"},
+                         "decontaminate": {**HELDOUT_GATE, "options": {"eval_sets": [{"input": "heldout_problems"}]}}}])
+    gate = json.loads(Path(root, "dpo", "decontamination.json").read_text())
+    assert (gate["what"], gate["checked"], gate["dropped"]) == ("preference pairs", 8, 2)
+    logged = [json.loads(line) for line in Path(root, "dpo", "metrics.jsonl").read_text().splitlines()]
+    merged = {k: v for r in logged for k, v in r.items()}
+    assert {"decontaminate_checked": 8, "contaminated": 2, "pairs": 6}.items() <= merged.items()
+
+
 def test_test_time_compute_and_report(run_on_tiny):
     root = run_on_tiny([
         {"name": "ttc", "kind": "test_time_compute", "threads": 1, "max_problems": 6, "samples": 8,

@@ -94,7 +94,7 @@ class DpoStage:
         tokenizer = reference.engine.tokenizer  # the reference shares the policy's tokenizer
         pairs = load_pairs(ctx.input("pairs"), tokenizer, rejects_uri=ctx.path("rejects.jsonl"),
                            max_length=c.max_length, system_prompt=c.prompt.system_prompt,
-                           max_rejects_fraction=c.max_rejects_fraction)
+                           max_rejects_fraction=c.max_rejects_fraction, gate=ctx.record_gate(c.decontaminate))
         heldout = []
         if c.eval_every and "heldout" in ctx.inputs:
             heldout = load_pairs(ctx.input("heldout"), tokenizer, rejects_uri=ctx.path("heldout_rejects.jsonl"),

@@ -86,16 +86,16 @@ def register_stages(registry: Any) -> None:
         "pairs", "checkpoint", "problems"),
         summary="preference pairs: cleaned from a file, or sampled on policy and scored by a verifier / reward model")
     registry.add("dpo", dpo, config=DpoStageConfig, inputs=("checkpoint", "pairs"),
-                 optional_inputs=("heldout", "reference"),
+                 optional_inputs=("heldout", "reference", "*"),
                  summary="DPO family on pairs: dpo, ipo, hinge, robust, simpo, orpo by name; cached reference")
     registry.add("kto", kto_stage, config=KtoStageConfig, inputs=("checkpoint", "examples"),
-                 optional_inputs=("reference",),
+                 optional_inputs=("reference", "*"),
                  summary="KTO on unpaired desirable / undesirable completions (or pairs split in two)")
     registry.add("reward_model", reward_model_stage, config=RewardModelStageConfig, inputs=("checkpoint", "pairs"),
-                 optional_inputs=("heldout",),
+                 optional_inputs=("heldout", "*"),
                  summary="Bradley-Terry reward model (scalar head) with held-out pairwise accuracy")
     registry.add("ppo", ppo_stage, config=PpoStageConfig, inputs=("checkpoint", "problems"),
-                 optional_inputs=("reward_model", "heldout"),
+                 optional_inputs=("reward_model", "heldout", "*"),
                  summary="PPO (RLHF): value head, GAE, clipped losses, KL penalty, reward from an RM or verifier")
     registry.add("ai_label", ai_label, config=AiLabelConfig, inputs=("pairs",), optional_inputs=("judge",),
                  summary="RLAIF: a judge model labels pairs in both orders; agreement and accuracy statistics")

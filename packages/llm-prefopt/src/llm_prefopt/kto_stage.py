@@ -56,7 +56,8 @@ class KtoStage:
         tokenizer = reference.engine.tokenizer
         examples = load_completions(ctx.input("examples"), tokenizer, rejects_uri=ctx.path("rejects.jsonl"),
                                     max_length=c.max_length, system_prompt=c.prompt.system_prompt,
-                                    max_rejects_fraction=c.max_rejects_fraction)
+                                    max_rejects_fraction=c.max_rejects_fraction,
+                                    gate=ctx.record_gate(c.decontaminate))
         order = list(range(len(examples)))
         random.Random(ctx.seed).shuffle(order)
         blocks = [[examples[i] for i in order[s:s + c.batch_size]]

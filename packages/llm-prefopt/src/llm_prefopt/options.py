@@ -20,7 +20,7 @@ from llm_core.config import Config
 from llm_core.engines import TrainEngine
 from llm_core.plots import plot_training_curves
 from llm_core.refs import CallbackRef
-from llm_core.specs import EngineSpec, OptimizerSpec, RolloutSpec, SamplingSpec, ScheduleName
+from llm_core.specs import DecontaminateSpec, EngineSpec, OptimizerSpec, RolloutSpec, SamplingSpec, ScheduleName
 from llm_core.stage import StageContext
 from llm_core.training import Callback, Trainer
 from llm_core.types import StageResult
@@ -55,6 +55,9 @@ class LoopOptions(Config):
     keep_resume_state: bool = Field(False, description="keep resume/ after the stage completes")
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     curves: bool = Field(True, description="draw curves.png when the stage ends")
+    decontaminate: DecontaminateSpec | None = Field(None, description="a load-time gate on the training input "
+                                                    "(pairs, examples, problems): a registered filter (e.g. "
+                                                    "contamination) drops or refuses flagged records")
 
 
 class PrefTraining(LoopOptions):

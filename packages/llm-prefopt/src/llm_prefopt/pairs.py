@@ -22,7 +22,7 @@ from typing import Any
 
 from llm_core.artifacts import fingerprint
 from llm_core.chat import encode_conversation
-from llm_core.data_io import RejectLog, load_records
+from llm_core.data_io import RecordGate, RejectLog, load_records
 from llm_core.engines import Tokenizer
 from llm_core.types import Message, PreferencePair
 
@@ -124,12 +124,12 @@ def encode_pair(pair: PreferencePair, tokenizer: Tokenizer, max_length: int) -> 
 
 def load_pairs(uri: str, tokenizer: Tokenizer, *, rejects_uri: str, max_length: int, system_prompt: str = "",
                max_rejects_fraction: float = 0.5, split: str | None = None,
-               rejects: RejectLog | None = None) -> list[EncodedPair]:
-    """Every valid pair of an input, encoded; malformed ones go to ``rejects_uri``. Pairs without an
-    id are named by their position."""
+               rejects: RejectLog | None = None, gate: RecordGate | None = None) -> list[EncodedPair]:
+    """Every valid pair of an input, encoded; malformed ones go to ``rejects_uri``, those the load-time
+    ``gate`` flags are dropped (or refused). Pairs without an id are named by their position."""
     pairs = load_records(uri, lambda r: encode_pair(parse_pair(r, system_prompt), tokenizer, max_length),
                          rejects_uri=rejects_uri, what="preference pairs", split=split,
-                         max_rejects_fraction=max_rejects_fraction, rejects=rejects)
+                         max_rejects_fraction=max_rejects_fraction, rejects=rejects, gate=gate)
     return [p if p.id else dataclasses.replace(p, id=f"pair-{i}") for i, p in enumerate(pairs)]
 
 
@@ -147,7 +147,8 @@ def parse_completion(record: dict[str, Any], tokenizer: Tokenizer, max_length: i
 
 
 def load_completions(uri: str, tokenizer: Tokenizer, *, rejects_uri: str, max_length: int,
-                     system_prompt: str = "", max_rejects_fraction: float = 0.5) -> list[EncodedCompletion]:
+                     system_prompt: str = "", max_rejects_fraction: float = 0.5,
+                     gate: RecordGate | None = None) -> list[EncodedCompletion]:
     """KTO data: unpaired records, or pair records, each pair giving one desirable and one
     undesirable completion (told apart by their fields)."""
 
@@ -159,7 +160,7 @@ def load_completions(uri: str, tokenizer: Tokenizer, *, rejects_uri: str, max_le
                 EncodedCompletion(pair.id, pair.prompt, pair.rejected_text, pair.rejected, False)]
 
     groups = load_records(uri, parse, rejects_uri=rejects_uri, what="KTO records",
-                          max_rejects_fraction=max_rejects_fraction)
+                          max_rejects_fraction=max_rejects_fraction, gate=gate)
     out = []
     for i, group in enumerate(groups):
         for j, c in enumerate(group):

@@ -79,7 +79,8 @@ class PpoStage:
     def _run(self, ctx: StageContext) -> StageResult:
         c = self.config
         checkpoint = ctx.input("checkpoint")
-        problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"), c.max_rejects_fraction)
+        problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"), c.max_rejects_fraction,
+                                 gate=ctx.record_gate(c.decontaminate))
         total_steps = c.steps * c.ppo_epochs * c.mini_batches
         engine = ctx.train_engine(c.engine, checkpoint=checkpoint, optimizer=c.optimizer, value_head=True,
                                   total_steps=total_steps)

@@ -78,7 +78,8 @@ class RewardModelStage:
                                   total_steps=c.steps)
         load = {"max_length": c.max_length, "system_prompt": c.prompt.system_prompt,
                 "max_rejects_fraction": c.max_rejects_fraction}
-        pairs = load_pairs(ctx.input("pairs"), engine.tokenizer, rejects_uri=ctx.path("rejects.jsonl"), **load)
+        pairs = load_pairs(ctx.input("pairs"), engine.tokenizer, rejects_uri=ctx.path("rejects.jsonl"), **load,
+                           gate=ctx.record_gate(c.decontaminate))
         heldout = []
         if "heldout" in ctx.inputs:
             heldout = load_pairs(ctx.input("heldout"), engine.tokenizer,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llm_core.data_io import load_records
+from llm_core.data_io import RecordGate, load_records
 from llm_core.engines import RolloutEngine, Tokenizer
 from llm_core.specs import SamplingSpec
 from llm_core.types import Message, Sample, Verdict
@@ -31,9 +31,10 @@ def parse_problem(record: dict[str, Any]) -> Problem:
     return Problem(str(record.get("id", "")), record["prompt"], record.get("reference"))
 
 
-def load_problems(uri: str, rejects_uri: str, max_rejects_fraction: float = 0.5) -> list[Problem]:
+def load_problems(uri: str, rejects_uri: str, max_rejects_fraction: float = 0.5,
+                  gate: RecordGate | None = None) -> list[Problem]:
     problems = load_records(uri, parse_problem, rejects_uri=rejects_uri, what="prompts",
-                            max_rejects_fraction=max_rejects_fraction)
+                            max_rejects_fraction=max_rejects_fraction, gate=gate)
     return [p if p.id else Problem(f"prompt-{i}", p.prompt, p.reference) for i, p in enumerate(problems)]
 
 
