@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
-from llm_core.artifacts import atomic_open
-
-
-def save_figure(fig: Any, out_uri: str, dpi: int = 100) -> None:
-    """Write a matplotlib figure as a PNG atomically, and close it."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    plt.close(fig)
-    with atomic_open(out_uri, "wb") as handle:
-        handle.write(buffer.getvalue())
+from llm_core.plots import save_figure
 
 
 def heatmap(values: list[list[float]], rows: list[str], columns: list[str], out_uri: str, *, title: str,

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 
 from llm_core.artifacts import atomic_open, write_json
 from llm_core.config import Config
+from llm_core.plots import save_figure
 from llm_core.refs import VerifierRef
 from llm_core.specs import RolloutSpec, SamplingSpec
 from llm_core.stage import StageContext
@@ -34,7 +35,6 @@ from llm_core.types import StageResult
 from llm_eval.generation import PromptSpec, load_problems, sample_completions
 from llm_eval.judging import JudgeSpec, judge
 from llm_eval.passk import extract_answer, pass_at_k
-from llm_eval.plots import save_figure
 
 
 class TtcSampling(SamplingSpec):
