@@ -48,6 +48,18 @@ def test_tiny_r1_gates_its_training_data_and_reports(tiny_r1):
 
 
 @pytest.mark.slow
+def test_tiny_r1_evaluation_costs_at_most_a_tenth(tiny_r1):
+    """The gate, test-time compute and the report add at most 10% to the rest of the run."""
+    root, _ = tiny_r1
+    wall = {p.parent.name: json.loads(p.read_text())["wall_time_s"] for p in root.glob("*/manifest.json")}
+    gate = sum(json.loads(p.read_text())["seconds"] for p in root.glob("*/decontamination.json"))
+    added = wall["ttc"] + wall["report"] + gate
+    rest = sum(wall.values()) - wall["ttc"] - wall["report"] - gate
+    assert added <= 0.10 * rest, f"gate {gate:.0f} s, ttc {wall['ttc']:.0f} s, report {wall['report']:.0f} s " \
+                                 f"against {rest:.0f} s for the rest"
+
+
+@pytest.mark.slow
 def test_tiny_r1_grpo_beats_cold_start(tiny_r1):
     root, _ = tiny_r1
     results = json.loads((root / "eval/results.json").read_text())
