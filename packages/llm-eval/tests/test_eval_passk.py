@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from llm_eval.passk import extract_answer, pass_at_k, wilson_interval
+from llm_core.stats import wilson_interval
+from llm_eval.passk import extract_answer, pass_at_k
 from llm_eval.ttc import curve_point, majority_right
 
 

@@ -157,7 +157,7 @@ def test_rejection_sampling_keeps_verified_distinct(tiny_run, tmp_path, recipe_r
 
 
 def test_mean_interval():
-    from llm_rlvr.eval_stage import mean_interval
+    from llm_core.stats import mean_interval
 
     low, high = mean_interval([0.0, 0.5, 1.0, 0.5] * 25)
     # mean 0.5, sd 0.3553 (n-1), half-width 1.96 * 0.3553 / 10
@@ -165,7 +165,7 @@ def test_mean_interval():
 
 
 def test_wilson_interval():
-    from llm_rlvr.eval_stage import wilson_interval
+    from llm_core.stats import wilson_interval
 
     low, high = wilson_interval(50, 100)
     assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)

@@ -26,10 +26,11 @@ from llm_core.engines import RolloutEngine, TrainEngine
 from llm_core.refs import EvalTaskRef
 from llm_core.specs import EngineSpec, RolloutSpec, SamplingSpec
 from llm_core.stage import StageContext
+from llm_core.stats import mean_interval, wilson_interval
 from llm_core.threads import limit_threads
 from llm_core.types import StageResult
 from llm_eval.generation import PromptSpec, sample_completions
-from llm_eval.passk import mean_interval, pass_at_k, wilson_interval
+from llm_eval.passk import pass_at_k
 
 log = logging.getLogger("llmt.eval")
 

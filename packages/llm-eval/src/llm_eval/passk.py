@@ -1,8 +1,8 @@
-"""pass@k (the unbiased estimator of Chen et al. 2021), intervals, and final-answer extraction."""
+"""pass@k (the unbiased estimator of Chen et al. 2021) and final-answer extraction; intervals are
+``llm_core.stats``'s."""
 
 from __future__ import annotations
 
-import math
 import re
 
 
@@ -18,27 +18,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         product *= 1.0 - k / i
     return 1.0 - product
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion (well-behaved near 0 and 1)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mean_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
-    """95% normal interval of a mean over problems (each problem's score in [0, 1])."""
-    n = len(values)
-    if n < 2:
-        return 0.0, 1.0
-    mean = sum(values) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
-    return max(0.0, mean - z * sd / math.sqrt(n)), min(1.0, mean + z * sd / math.sqrt(n))
 
 
 _ANSWER_TAG = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from typing import Any
 
 import fsspec
@@ -21,6 +20,7 @@ from llm_core.artifacts import atomic_open, exists, join, write_json
 from llm_core.plots import save_figure
 from llm_core.specs import SamplingSpec
 from llm_core.stage import StageContext
+from llm_core.stats import mean_interval, wilson_interval
 from llm_core.threads import limit_threads
 from llm_core.types import StageResult
 from llm_rlvr.options import RolloutOptions
@@ -29,25 +29,8 @@ from llm_rlvr.rollout import load_problems, sample_and_verify
 log = logging.getLogger("llmt.rlvr")
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion (well-behaved near 0 and 1)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mean_interval(per_problem: list[float], z: float = 1.96) -> tuple[float, float]:
-    """95% normal interval of a mean over problems (each problem's score averaged over its samples)."""
-    n = len(per_problem)
-    mean = sum(per_problem) / n
-    if n < 2:
-        return 0.0, 1.0
-    sd = math.sqrt(sum((x - mean) ** 2 for x in per_problem) / (n - 1))
-    return max(0.0, mean - z * sd / math.sqrt(n)), min(1.0, mean + z * sd / math.sqrt(n))
 
 
 class RlvrEvalConfig(RolloutOptions):
