@@ -96,3 +96,22 @@ def test_evaluate_stage_and_periodic_eval_callback(run_on_tiny, tiny_run):
     assert rows["cold_start/multiple_choice"]["n"] == 4
     logged = [json.loads(line) for line in Path(root, "more_sft", "metrics.jsonl").read_text().splitlines()]
     assert any("eval/math/pass_at_1" in r for r in logged)
+
+
+def test_gate_reaches_distill(run_on_tiny, tiny_run, tmp_path):
+    """distill drops the chats that hold a held-out problem before it scores anything."""
+    lines = Path(tiny_run, "data", "heldout", "problems.jsonl").read_text().splitlines()
+    heldout = [json.loads(line) for line in lines][:2]
+    chats = [{"messages": [{"role": "user", "content": p["prompt"]},
+                           {"role": "assistant", "content": f"<answer>{p['reference']}</answer>"}]} for p in heldout]
+    chats += [{"messages": [{"role": "user", "content": f"What is {a} + {a}?"},
+                            {"role": "assistant", "content": f"<answer>{2 * a}</answer>"}]} for a in range(2, 6)]
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in chats))
+    root = run_on_tiny([{"name": "kd", "kind": "distill", "threads": 1, "epochs": None, "steps": 1,
+                         "batch_size": 2, "teacher": {"top_k": 8},
+                         "inputs": {"student": "cold_start/checkpoint", "teacher": "cold_start/checkpoint",
+                                    "conversations": str(path), "heldout": "data/heldout"},
+                         "decontaminate": HELDOUT_GATE}])
+    gate = json.loads(Path(root, "kd", "decontamination.json").read_text())
+    assert (gate["what"], gate["checked"], gate["dropped"]) == ("conversations", 6, 2)

@@ -29,7 +29,7 @@ from llm_core.config import Config
 from llm_core.engines import RolloutEngine, TrainEngine
 from llm_core.plots import plot_training_curves
 from llm_core.refs import LossRef
-from llm_core.specs import EngineSpec, RolloutSpec
+from llm_core.specs import DecontaminateSpec, EngineSpec, RolloutSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
 from llm_core.training import StepPlan, Trainer
@@ -63,6 +63,9 @@ class DistillConfig(Config):
     keep_resume_state: bool = False
     max_rejects_fraction: float = Field(0.5, ge=0, le=1)
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    decontaminate: DecontaminateSpec | None = Field(None, description="a load-time gate on 'conversations': "
+                                                    "a registered filter (e.g. contamination) drops or refuses "
+                                                    "flagged chats")
     curves: bool = True
 
     @model_validator(mode="after")
@@ -111,7 +114,8 @@ class DistillStage:
         # vocabularies are checked equal right after.
         examples = load_examples(ctx.input("conversations"), teacher.tokenizer, c.seq_len,
                                  rejects_uri=ctx.path("rejects.jsonl"), stage=ctx.name,
-                                 max_rejects_fraction=c.max_rejects_fraction)
+                                 max_rejects_fraction=c.max_rejects_fraction,
+                                 gate=ctx.record_gate(c.decontaminate))
         student = ctx.train_engine(c.engine, checkpoint=student_uri, chat_template=template,
                                    max_seq_len=longest,
                                    optimizer=c.optimizer, total_steps=self.steps(len(examples)))

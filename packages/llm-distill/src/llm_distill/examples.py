@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from llm_core.chat import encode_conversation
-from llm_core.data_io import RejectLog, load_records
+from llm_core.data_io import RecordGate, RejectLog, load_records
 from llm_core.engines import Tokenizer
 from llm_core.types import Conversation
 
@@ -46,12 +46,14 @@ def parse_example(record: dict[str, Any], tokenizer: Tokenizer, seq_len: int) ->
 
 
 def load_examples(uri: str, tokenizer: Tokenizer, seq_len: int, *, rejects_uri: str, stage: str,
-                  max_rejects_fraction: float = 0.5) -> list[Example]:
-    """Every usable conversation of ``uri``; an input without any record is an error naming it."""
+                  max_rejects_fraction: float = 0.5, gate: RecordGate | None = None) -> list[Example]:
+    """Every usable conversation of ``uri`` (less those the load-time ``gate`` drops); an input
+    without any record is an error naming it."""
     rejects = RejectLog()
     try:
         return load_records(uri, lambda r: parse_example(r, tokenizer, seq_len), rejects_uri=rejects_uri,
-                            what="conversations", max_rejects_fraction=max_rejects_fraction, rejects=rejects)
+                            what="conversations", max_rejects_fraction=max_rejects_fraction, rejects=rejects,
+                            gate=gate)
     except ValueError:
         if len(rejects):
             raise

@@ -49,6 +49,7 @@ def register_stages(registry: Any) -> None:
         return DistillReportStage(config)
 
     registry.add("distill", distill, config=DistillConfig, inputs=("student", "teacher", "conversations"),
+                 optional_inputs=("*",),
                  summary="soft-label KD (online or cached top-k) or on-policy GKD / MiniLLM from a frozen teacher")
     registry.add("teacher_generate", teacher_generate, config=TeacherGenerateConfig,
                  inputs=("teacher", "problems"),
