@@ -48,7 +48,7 @@ def test_hash_mode_keeps_first_occurrence(host, tmp_path, options, kept):
         assert record["metadata"]["duplicate_of"] in kept
     report = json.loads((tmp_path / "run" / "exact" / "report.json").read_text())
     assert report["dropped"] == len(TEXTS) - len(kept)
-    assert (tmp_path / "run" / "exact" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["charts"], "the chart data is in the report; dedup_charts draws it"
 
 
 def test_bloom_mode_agrees_with_hash_mode_and_states_its_error_rate(host, corpus, tmp_path):

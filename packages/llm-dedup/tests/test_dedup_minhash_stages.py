@@ -66,12 +66,24 @@ def test_parameters_name_the_outputs_and_reports_are_written(verified_and_unveri
     assert list((on / "buckets" / tag).glob("pairs-bands-*.npy"))
     assert (on / "clusters" / f"{tag}-verified" / "removed.npy").exists()
     for stage in ("signatures", "buckets", "clusters", "dedup"):
-        assert (on / stage / "report.png").read_bytes()[:4] == b"\x89PNG"
-        assert json.loads((on / stage / "report.json").read_text())
+        assert json.loads((on / stage / "report.json").read_text())["charts"]
+        assert not (on / stage / "report.png").exists(), "stages draw nothing: dedup_charts does"
     report = json.loads((on / "clusters" / "report.json").read_text())
     assert report["rejected_by_verification"] > 0 and report["cluster_size_histogram"]
+    assert report["candidates_per_doc"] == round(report["candidate_pairs"] / report["docs"], 4)
+    assert 0.99 <= report["cluster_pair_precision"] <= 1.0 and report["removed_below_threshold_to_kept"] <= 2
     example = report["examples"][0]
     assert example["jaccard"] >= 0.8 and example["removed"]["text"] and example["kept"]["id"]
+
+
+def test_charts_stage_draws_the_reports_it_is_given(host, verified_and_unverified, tmp_path):
+    on, _ = verified_and_unverified
+    recipe = {"name": "charts", "executor": {"kind": "local", "workers": 1},
+              "stages": [{"name": "charts", "kind": "dedup_charts",
+                          "inputs": {stage: str(on / stage) for stage in ("buckets", "clusters")}}]}
+    run_recipe(host, recipe, tmp_path)
+    for stage in ("buckets", "clusters"):
+        assert (tmp_path / "charts" / f"{stage}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_malformed_lines_are_rejected_with_file_and_line(host, tmp_path):
@@ -109,5 +121,9 @@ def test_bands_and_rows_are_checked():
     with pytest.raises(ValueError, match="exceeds num_perm"):
         MinHashOptions(bands=20, rows=9, num_perm=128)
     params = MinHashParams.resolve(MinHashOptions(), stage_seed=4)
-    assert (params.bands, params.rows, params.seed) == (16, 8, 4) and params.tag == "word5-p128-b16x8-s4"
+    assert (params.bands, params.rows, params.seed) == (16, 6, 4) and params.tag == "word5-p128-b16x6-s4"
     assert np.isclose(params.threshold, 0.8)
+    weighted = MinHashParams.resolve(MinHashOptions(band_search="weighted_errors"), stage_seed=4)
+    assert (weighted.bands, weighted.rows) == (16, 8)
+    normalized = MinHashParams.resolve(MinHashOptions(numbers="zero", accents="strip"), stage_seed=1)
+    assert normalized.tag == "word5-num0-noaccent-p128-b16x6-s1"

@@ -41,7 +41,7 @@ def test_semdedup_removes_paraphrases_that_minhash_misses(host, tmp_path):
         assert keeper == row ^ 1 and record["metadata"]["cosine"] >= 0.5
     report = json.loads((tmp_path / "sem" / "sem" / "report.json").read_text())
     assert report["dropped"] == len(rows) and report["clusters"] == 3 and report["examples"]
-    assert (tmp_path / "sem" / "sem" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["charts"]
 
 
 def test_semdedup_keeps_the_farthest_or_the_best_scored():

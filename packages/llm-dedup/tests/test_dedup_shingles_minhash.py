@@ -9,7 +9,7 @@ import pytest
 from datasketch.lsh import _optimal_param
 
 from llm_dedup.evaluation import jaccard, shingle_set
-from llm_dedup.minhash import EMPTY, MinHasher, band_keys, candidate_probability, optimal_bands
+from llm_dedup.minhash import EMPTY, MinHasher, band_keys, candidate_probability, optimal_bands, recall_target_bands
 from llm_dedup.shingles import pairwise_jaccard, shingle_sets
 
 TEXTS = ["The quick brown fox jumps over the lazy dog near the river bank today.",
@@ -87,3 +87,29 @@ def test_candidate_probability_is_the_s_curve():
     assert candidate_probability(1.0, 10, 9) == pytest.approx(1.0)
     assert candidate_probability(0.0, 10, 9) == pytest.approx(0.0)
     assert candidate_probability(0.8, 20, 6) > 0.99
+
+
+@pytest.mark.parametrize("threshold,num_perm,recall", [(0.8, 128, 0.99), (0.7, 64, 0.95), (0.9, 256, 0.999)])
+def test_recall_target_bands_reach_the_target_at_the_fewest_false_candidates(threshold, num_perm, recall):
+    bands, rows = recall_target_bands(threshold, num_perm, recall)
+    assert bands * rows <= num_perm and candidate_probability(threshold, bands, rows) >= recall
+    grid = np.linspace(0, threshold, 1001)
+
+    def false_area(b, r):
+        return np.trapezoid(candidate_probability(grid, b, r), grid)
+
+    reaching = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)
+                if candidate_probability(threshold, b, r) >= recall]
+    assert false_area(bands, rows) <= min(false_area(b, r) for b, r in reaching) + 1e-12
+
+
+def test_normalization_options():
+    def same(a, b, **options):
+        sets = shingle_sets([a, b], "word", 2, **options)
+        return np.array_equal(sets.of(0), sets.of(1))
+
+    assert not same("in 1990 it cost 3.50 dollars", "in 2001 it cost 12,75 dollars")
+    assert same("in 1990 it cost 3.50 dollars", "in 2001 it cost 12,75 dollars", numbers="zero")
+    assert not same("the café crème", "the cafe creme")
+    assert same("the café crème", "the cafe creme", accents="strip")
+    assert same("snake_case words", "SNAKE_CASE Words") and not same("snake_case words", "snake case words")

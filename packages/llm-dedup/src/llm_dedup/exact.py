@@ -189,7 +189,7 @@ class ExactDedupStage:
         if groups is not None:
             charts.append(Chart("copies per duplicated text", "hist", groups, xlabel="copies"))
         examples = [e for r in results for e in r.pop("examples", [])][:10]
-        write_report(ctx.path("report.json"), ctx.path("report.png"),
+        write_report(ctx.path("report.json"),
                      {**metrics, "mode": self.mode, **extra, "duplicate_group_sizes": groups,
                       "examples": examples, "shards": results}, charts)
         ctx.log_metrics(metrics)

@@ -43,3 +43,7 @@ def register_stages(registry: Any) -> None:
 
     registry.add("near_duplicate_text", NearDuplicateTextStage, config=NearDuplicateTextConfig,
                  summary="real sentences with near-duplicates injected at known Jaccard (+ truth.jsonl)")
+    from llm_dedup.charts_stage import DedupChartsStage
+
+    registry.add("dedup_charts", DedupChartsStage, optional_inputs=("*",),
+                 summary="PNG charts of the reports of the input stages, drawn once (llm-dedup[charts])")

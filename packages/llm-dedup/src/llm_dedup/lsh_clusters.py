@@ -19,7 +19,9 @@ from llm_core.artifacts import join, read_json, write_json
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
+from llm_dedup.clustering import cluster_quality, component_keepers, keep_rank, star_keepers, union_find_clusters
 from llm_dedup.lsh_stages import read_index
+from llm_dedup.minhash import unique_pairs
 from llm_dedup.report import Chart, size_histogram, snippet, value_histogram, write_report
 from llm_dedup.shingles import gather_ranges, pairwise_jaccard
 from llm_dedup.storage import (
@@ -39,6 +41,10 @@ class MinHashClustersConfig(Config):
     threshold: float | None = Field(None, gt=0, le=1, description="verification threshold; None: the "
                                     "signatures stage's threshold")
     keep: Literal["first", "best_score"] = Field("first", description="which document of a cluster stays")
+    clustering: Literal["components", "star"] = Field(
+        "components", description="components: union-find of verified pairs (transitive, so it can chain "
+        "through pairs below the threshold); star: a document is removed only for a kept document it is "
+        "a verified duplicate of")
     verify_tasks: int = Field(4, ge=1, description="shards of the verification step")
     examples: int = Field(5, ge=0, description="removed pairs quoted in the report")
 
@@ -59,16 +65,20 @@ def verify_shard(task: VerifyTask) -> dict[str, Any]:
     start = time.perf_counter()
     candidates = load_array(task.candidates_uri)
     lo, hi = (len(candidates) * task.part) // task.parts, (len(candidates) * (task.part + 1)) // task.parts
-    pairs = candidates[lo:hi]
+    save_array(task.out_uri, pair_jaccard(task.signature_dir, task.shards, candidates[lo:hi]))
+    return {"pairs": hi - lo, "seconds": round(time.perf_counter() - start, 4)}
+
+
+def pair_jaccard(signature_dir: str, shards: tuple[tuple[str, int, int], ...], pairs: np.ndarray) -> np.ndarray:
+    """True Jaccard similarity of the shingle sets of each (row, row) pair."""
     needed = np.unique(pairs.ravel())
-    values, offsets = _load_sets(task.signature_dir, task.shards, needed)
+    values, offsets = _load_sets(signature_dir, shards, needed)
     local = np.searchsorted(needed, pairs)
     similarity = np.empty(len(pairs), dtype=np.float32)
     for b in range(0, len(pairs), VERIFY_BATCH):
         chunk = local[b:b + VERIFY_BATCH]
         similarity[b:b + VERIFY_BATCH] = pairwise_jaccard(values, offsets, chunk[:, 0], values, offsets, chunk[:, 1])
-    save_array(task.out_uri, similarity)
-    return {"pairs": len(pairs), "seconds": round(time.perf_counter() - start, 4)}
+    return similarity
 
 
 def _load_sets(signature_dir: str, shards: tuple[tuple[str, int, int], ...], rows: np.ndarray):
@@ -90,36 +100,10 @@ def _load_sets(signature_dir: str, shards: tuple[tuple[str, int, int], ...], row
     return (np.concatenate(values) if values else np.zeros(0, dtype=np.uint32)), offsets
 
 
-def union_find_clusters(num_docs: int, edges: np.ndarray) -> np.ndarray:
-    """Connected-component label of every document (scipy's union-find over a sparse graph)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])),
-                       shape=(num_docs, num_docs))
-    return connected_components(graph, directed=False)[1]
-
-
-def choose_keepers(labels: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
-    """The kept document of each document's cluster: the lowest row, or the highest score (ties and
-    missing scores go to the lowest row)."""
-    rows = np.arange(len(labels))
-    rank = rows
-    if scores is not None:
-        descending = -np.nan_to_num(scores.astype(float), nan=-np.inf)  # a missing score ranks last
-        rank = np.empty(len(labels), dtype=np.int64)
-        rank[np.lexsort((rows, descending))] = rows
-    order = np.lexsort((rank, labels))
-    sorted_labels = labels[order]
-    first_of_label = np.concatenate([[True], sorted_labels[1:] != sorted_labels[:-1]])
-    keeper_of_label = np.empty(labels.max() + 1 if len(labels) else 0, dtype=np.int64)
-    keeper_of_label[sorted_labels[first_of_label]] = order[first_of_label]
-    return keeper_of_label[labels]
-
-
 class MinHashClustersStage:
     def __init__(self, config: MinHashClustersConfig):
         self.verify, self.threshold, self.keep = config.verify, config.threshold, config.keep
+        self.clustering = config.clustering
         self.verify_tasks, self.examples = config.verify_tasks, config.examples
 
     def run(self, ctx: StageContext) -> StageResult:
@@ -130,7 +114,7 @@ class MinHashClustersStage:
         out_dir = ctx.path(params.tag + ("-verified" if self.verify else "-unverified"))
         pair_files = read_json(join(ctx.input("buckets"), "index.json"))["pair_files"]
         parts = [load_array(f) for f in pair_files]
-        candidates = np.unique(np.concatenate(parts), axis=0) if parts else np.zeros((0, 2), dtype=np.int64)
+        candidates = unique_pairs(np.concatenate(parts)) if parts else np.zeros((0, 2), dtype=np.int64)
         similarity = None
         if self.verify and len(candidates):
             similarity = self._verify(ctx, index, shards, candidates, out_dir)
@@ -138,15 +122,21 @@ class MinHashClustersStage:
         else:
             edges = candidates
         total = index["total_docs"]
-        labels = union_find_clusters(total, edges)
-        scores = self._scores(index) if self.keep == "best_score" else None
-        keepers = choose_keepers(labels, scores)
+        rank = keep_rank(total, self._scores(index) if self.keep == "best_score" else None)
+        if self.clustering == "star":
+            keepers = star_keepers(total, edges, rank)
+        else:
+            keepers = component_keepers(union_find_clusters(total, edges), rank)
         removed = np.flatnonzero(keepers != np.arange(total))
         save_array(join(out_dir, "removed.npy"), np.stack([removed, keepers[removed]], 1))
         write_json(ctx.path("index.json"), {"tag": params.tag, "removed": join(out_dir, "removed.npy")})
-        report, charts = self._report(index, candidates, similarity, edges, labels, removed, keepers, threshold)
-        write_report(ctx.path("report.json"), ctx.path("report.png"), report, charts)
-        metrics = {k: report[k] for k in ("docs", "candidate_pairs", "verified_pairs", "clusters", "removed")}
+        quality = cluster_quality(keepers, candidates, similarity, threshold,
+                                  lambda pairs: pair_jaccard(index["dir"], shards, pairs))
+        report, charts = self._report(index, candidates, similarity, edges, keepers, removed, threshold)
+        write_report(ctx.path("report.json"), {**report, **quality}, charts)
+        metrics = {k: report[k] for k in ("docs", "candidate_pairs", "candidates_per_doc", "verified_pairs",
+                                          "clusters", "removed")}
+        metrics["cluster_pair_precision"] = quality["cluster_pair_precision"]
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts={"index": ctx.path("index.json"), "clusters": out_dir})
 
@@ -171,17 +161,19 @@ class MinHashClustersStage:
             scores.extend(np.nan if s is None else s for s in docs["scores"])
         return np.array(scores, dtype=float)
 
-    def _report(self, index, candidates, similarity, edges, labels, removed, keepers, threshold):
-        cluster_sizes = np.bincount(labels)
+    def _report(self, index, candidates, similarity, edges, keepers, removed, threshold):
+        cluster_sizes = np.bincount(keepers, minlength=len(keepers))
         histogram = size_histogram(cluster_sizes[cluster_sizes > 1].tolist())
-        report = {"docs": index["total_docs"], "tag": index["tag"], "verify": self.verify,
+        docs = index["total_docs"]
+        report = {"docs": docs, "tag": index["tag"], "verify": self.verify, "clustering": self.clustering,
                   "threshold": threshold, "keep": self.keep, "candidate_pairs": len(candidates),
+                  "candidates_per_doc": round(len(candidates) / docs, 4) if docs else 0.0,
                   "verified_pairs": len(edges),
                   "rejected_by_verification": len(candidates) - len(edges) if similarity is not None else 0,
                   "clusters": int((cluster_sizes > 1).sum()), "removed": len(removed),
                   "cluster_size_histogram": histogram,
                   "examples": removed_examples(index, removed[:self.examples], keepers, candidates, similarity)}
-        charts = [Chart("documents", "bar", {"docs": report["docs"], "candidates": len(candidates),
+        charts = [Chart("documents", "bar", {"docs": docs, "candidates": len(candidates),
                                              "verified pairs": len(edges), "removed": len(removed)}),
                   Chart("cluster sizes (clusters > 1)", "hist", histogram, xlabel="documents in cluster")]
         if similarity is not None:
@@ -283,7 +275,7 @@ class MinHashFilterStage:
         results = ctx.run_shards(filter_shard, tasks, desc=f"{ctx.name}: filter")
         metrics = {k: sum(r[k] for r in results) for k in ("kept", "dropped", "rejects")}
         examples = [e for r in results for e in r.pop("examples", [])][:10]
-        write_report(ctx.path("report.json"), ctx.path("report.png"),
+        write_report(ctx.path("report.json"),
                      {**metrics, "examples": examples, "shards": results},
                      [Chart("documents", "bar", metrics)])
         ctx.log_metrics(metrics)

@@ -19,7 +19,7 @@ from llm_core.artifacts import join, read_json, write_json
 from llm_core.config import Config
 from llm_core.stage import StageContext
 from llm_core.types import StageResult
-from llm_dedup.minhash import MinHasher, band_keys
+from llm_dedup.minhash import MinHasher, band_keys, bucket_pairs, unique_pairs
 from llm_dedup.params import MinHashOptions, MinHashParams
 from llm_dedup.report import Chart, size_histogram, write_report
 from llm_dedup.shingles import shingle_sets
@@ -63,7 +63,7 @@ def signature_shard(task: SignatureTask) -> dict[str, Any]:
     batch: list[str] = []
 
     def flush() -> None:
-        sets = shingle_sets(batch, params.shingle, params.ngram, params.lowercase)
+        sets = shingle_sets(batch, params.shingle, params.ngram, params.lowercase, params.numbers, params.accents)
         signatures.append(hasher.signatures(sets))
         values.append(sets.values)
         sizes.append(sets.sizes())
@@ -122,7 +122,7 @@ class MinHashSignaturesStage:
         metrics = {"docs": offsets[-1], "rejects": sum(r["rejects"] for r in results),
                    "empty_docs": sum(r["empty"] for r in results), "bands": params.bands, "rows": params.rows,
                    "docs_per_second_per_worker": round(offsets[-1] / seconds, 1) if seconds else None}
-        write_report(ctx.path("report.json"), ctx.path("report.png"),
+        write_report(ctx.path("report.json"),
                      {**metrics, "params": params.to_dict(), "tag": params.tag, "shards": results},
                      [Chart("documents per shard", "bar", {s["shard_id"]: s["docs"] for s in shards}),
                       Chart("rejects per shard", "bar", {s.shard_id: r["rejects"] for s, r in
@@ -143,6 +143,8 @@ def read_index(signatures_uri: str) -> dict[str, Any]:
 
 class MinHashBucketsConfig(Config):
     bands_per_task: int = Field(1, ge=1, description="bands handled by one shard of this stage")
+    max_bucket_size: int = Field(100, ge=2, description="buckets up to this size emit all their pairs; in "
+                                 "a larger one each member is paired with the max_bucket_size - 1 before it")
 
 
 @dataclass(frozen=True)
@@ -153,12 +155,12 @@ class BucketTask:
     bands: tuple[int, ...]
     rows: int
     out_uri: str
+    max_bucket_size: int
 
 
 def bucket_shard(task: BucketTask) -> dict[str, Any]:
-    """Candidate pairs of a group of bands: within each bucket, every member is paired with the
-    bucket's first member and with its predecessor (so a chain of verified pairs can still link
-    a bucket whose members are not all similar to the first)."""
+    """Candidate pairs of a group of bands: every pair of documents that share a bucket (a band
+    proves nothing about one pair more than about another), capped in huge buckets."""
     start = time.perf_counter()
     keys: dict[int, list[np.ndarray]] = {b: [] for b in task.bands}
     valid = []
@@ -172,36 +174,24 @@ def bucket_shard(task: BucketTask) -> dict[str, Any]:
             keys[band].append(band_keys(signatures, band, task.rows))
     valid_rows = np.flatnonzero(np.concatenate(valid)) if valid else np.zeros(0, dtype=np.int64)
     pairs, bucket_sizes = [], []
+    capped = {"buckets": 0, "pairs_not_emitted": 0}
     for band in task.bands:
-        band_pairs, sizes = bucket_pairs(np.concatenate(keys[band])[valid_rows], valid_rows)
+        band_pairs, sizes, band_capped = bucket_pairs(np.concatenate(keys[band])[valid_rows], valid_rows,
+                                                      task.max_bucket_size)
         pairs.append(band_pairs)
         bucket_sizes.append(sizes)
-    merged = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), dtype=np.int64)
+        capped = {k: capped[k] + band_capped[k] for k in capped}
+    merged = unique_pairs(np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64))
     save_array(task.out_uri, merged)
     sizes = np.concatenate(bucket_sizes)
     return {"pairs": len(merged), "buckets_with_duplicates": len(sizes),
-            "bucket_sizes": size_histogram(sizes.tolist()), "seconds": round(time.perf_counter() - start, 4)}
-
-
-def bucket_pairs(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(pairs of global rows sharing a key, as (smaller, larger)), and the sizes of shared buckets."""
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts_group = np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])
-    group_start = np.maximum.accumulate(np.where(starts_group, np.arange(len(keys)), 0))
-    followers = np.flatnonzero(~starts_group)
-    first = rows[order[group_start[followers]]]
-    previous = rows[order[followers - 1]]
-    member = rows[order[followers]]
-    pairs = np.concatenate([np.stack([first, member], 1), np.stack([previous, member], 1)])
-    pairs.sort(axis=1)
-    group_sizes = np.diff(np.concatenate([np.flatnonzero(starts_group), [len(keys)]]))
-    return pairs.astype(np.int64), group_sizes[group_sizes > 1]
+            "bucket_sizes": size_histogram(sizes.tolist()), "capped_buckets": capped["buckets"],
+            "pairs_not_emitted": capped["pairs_not_emitted"], "seconds": round(time.perf_counter() - start, 4)}
 
 
 class MinHashBucketsStage:
     def __init__(self, config: MinHashBucketsConfig):
-        self.bands_per_task = config.bands_per_task
+        self.bands_per_task, self.max_bucket_size = config.bands_per_task, config.max_bucket_size
 
     def run(self, ctx: StageContext) -> StageResult:
         index = read_index(ctx.input("signatures"))
@@ -211,7 +201,8 @@ class MinHashBucketsStage:
         groups = [tuple(range(b, min(b + self.bands_per_task, params.bands)))
                   for b in range(0, params.bands, self.bands_per_task)]
         tasks = [BucketTask(f"bands-{g[0]:03d}-{g[-1]:03d}", index["dir"], shards, g, params.rows,
-                            join(out_dir, f"pairs-bands-{g[0]:03d}-{g[-1]:03d}.npy")) for g in groups]
+                            join(out_dir, f"pairs-bands-{g[0]:03d}-{g[-1]:03d}.npy"), self.max_bucket_size)
+                 for g in groups]
         results = ctx.run_shards(bucket_shard, tasks, desc=f"{ctx.name}: buckets")
         histogram: dict[int, int] = {}
         for r in results:
@@ -221,8 +212,11 @@ class MinHashBucketsStage:
         write_json(ctx.path("index.json"), {"tag": params.tag, "pair_files": [t.out_uri for t in tasks]})
         metrics = {"bands": params.bands, "rows": params.rows,
                    "candidate_pairs_before_merge": sum(r["pairs"] for r in results),
-                   "shared_buckets": sum(r["buckets_with_duplicates"] for r in results)}
-        write_report(ctx.path("report.json"), ctx.path("report.png"),
+                   "shared_buckets": sum(r["buckets_with_duplicates"] for r in results),
+                   "max_bucket_size": self.max_bucket_size,
+                   "capped_buckets": sum(r["capped_buckets"] for r in results),
+                   "pairs_not_emitted_by_cap": sum(r["pairs_not_emitted"] for r in results)}
+        write_report(ctx.path("report.json"),
                      {**metrics, "tag": params.tag, "bucket_size_histogram": histogram,
                       "tasks": [{"shard_id": t.shard_id, **{k: v for k, v in r.items() if k != "bucket_sizes"}}
                                 for t, r in zip(tasks, results, strict=True)]},

@@ -1,4 +1,4 @@
-"""Vectorized MinHash signatures, LSH band keys, and the optimal bands x rows search.
+"""Vectorized MinHash signatures, LSH band keys and bucket pairs, and the bands x rows search.
 
 Each of the ``num_perm`` permutations is the affine map ``h(x) = (a * x + b) mod p`` over the
 Mersenne prime ``p = 2**61 - 1``, as in datasketch, but with ``a, b < 2**32`` so that for 32-bit
@@ -80,6 +80,35 @@ def band_keys(signatures: np.ndarray, band: int, rows: int) -> np.ndarray:
     return key
 
 
+def bucket_pairs(keys: np.ndarray, rows: np.ndarray, max_bucket_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Pairs of global rows sharing a key, as (smaller, larger); the sizes of shared buckets; and
+    what the cap left out: in a bucket of more than ``max_bucket_size`` members, each member is
+    paired only with the ``max_bucket_size - 1`` members before it (so huge buckets, usually
+    boilerplate, cost pairs linear in their size rather than quadratic)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    members = rows[order]
+    starts_group = np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])
+    group_start = np.flatnonzero(starts_group)
+    group_sizes = np.diff(np.concatenate([group_start, [len(keys)]]))
+    position = np.arange(len(keys)) - np.repeat(group_start, group_sizes)  # index within the bucket
+    reach = np.minimum(position, max_bucket_size - 1)  # members before this one it is paired with
+    member = np.repeat(np.arange(len(keys)), reach)
+    back = np.arange(len(member)) - np.repeat(np.cumsum(reach) - reach, reach) + 1
+    pairs = np.stack([members[member - back], members[member]], 1)
+    pairs.sort(axis=1)
+    big = group_sizes[group_sizes > max_bucket_size].astype(np.int64)
+    emitted_in_big = (max_bucket_size * (max_bucket_size - 1)) // 2 + (big - max_bucket_size) * (max_bucket_size - 1)
+    capped = {"buckets": len(big), "pairs_not_emitted": int((big * (big - 1) // 2 - emitted_in_big).sum())}
+    return pairs.astype(np.int64), group_sizes[group_sizes > 1], capped
+
+
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """Distinct (smaller, larger) row pairs, sorted; one 64-bit key per pair (rows below 2**32)."""
+    keys = np.unique((pairs[:, 0].astype(np.int64) << 32) | pairs[:, 1].astype(np.int64))
+    return np.stack([keys >> 32, keys & 0xFFFFFFFF], 1)
+
+
 def candidate_probability(similarity: np.ndarray | float, bands: int, rows: int) -> np.ndarray:
     """Chance that two documents of Jaccard ``similarity`` share at least one band."""
     return 1.0 - (1.0 - np.asarray(similarity, dtype=float) ** rows) ** bands
@@ -106,4 +135,33 @@ def optimal_bands(threshold: float, num_perm: int, false_positive_weight: float 
             error = false_positive_weight * fp + false_negative_weight * fn
             if error < best_error:
                 best, best_error = (bands, rows), error
+    return best
+
+
+@lru_cache(maxsize=64)
+def recall_target_bands(threshold: float, num_perm: int, recall: float) -> tuple[int, int]:
+    """(bands, rows) with bands * rows <= num_perm under which a pair exactly at the threshold (the
+    hardest true pair) becomes a candidate with probability at least ``recall``, choosing among
+    those the fewest false candidates (smallest candidate probability integrated below the
+    threshold; for each number of rows, the fewest bands that reach the target)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    below = np.linspace(0.0, threshold, 1001)
+    best, best_fp = None, float("inf")
+    for rows in range(1, num_perm + 1):
+        hit = threshold ** rows
+        bands = int(np.ceil(np.log1p(-recall) / np.log1p(-hit))) if hit < 1 else 1
+        if bands * rows > num_perm:
+            continue
+        bands = max(bands, 1)
+        while candidate_probability(threshold, bands, rows) < recall:  # guard the float rounding of ceil
+            bands += 1
+        if bands * rows > num_perm:
+            continue
+        fp = float(np.trapezoid(candidate_probability(below, bands, rows), below))
+        if fp < best_fp:
+            best, best_fp = (bands, rows), fp
+    if best is None:
+        raise ValueError(f"no bands x rows within num_perm = {num_perm} reaches recall {recall} at Jaccard "
+                         f"{threshold}; raise num_perm or lower recall_target")
     return best

@@ -193,7 +193,7 @@ class SemDedupStage:
                   "clusters": len(cluster_sizes), "kmeans": "scikit-learn KMeans",
                   "cluster_size_histogram": histogram, "removed_cosine_histogram": value_histogram(cosine),
                   "examples": self._examples(sources, offsets, removed, duplicate_of, cosine)}
-        write_report(ctx.path("report.json"), ctx.path("report.png"), report,
+        write_report(ctx.path("report.json"), report,
                      [Chart("documents", "bar", {k: metrics[k] for k in ("docs", "kept", "dropped", "rejects")}),
                       Chart("k-means cluster sizes", "hist", histogram, xlabel="documents in cluster"),
                       Chart("cosine of removed documents", "hist", report["removed_cosine_histogram"],

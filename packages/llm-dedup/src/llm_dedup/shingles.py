@@ -1,5 +1,13 @@
 """Shingling: documents to sorted sets of 32-bit shingle hashes, a batch at a time, with numpy.
 
+Normalization (each step configurable): lowercase; numbers kept as written, or every number
+(digits with an optional decimal part) replaced by ``0``; accents kept, or combining marks
+dropped after NFD. Words are the runs of ``\\w`` (Unicode letters, digits and the underscore), so
+punctuation separates words and never belongs to one. datatrove's MinHash differs: it lowercases,
+turns numbers into ``0``, strips accents, replaces its punctuation set (which holds the
+underscore) by spaces and splits with spaCy's English tokenizer; and a text shorter than n words
+gives no shingle there, one shingle of all its words here.
+
 Words are hashed once each (xxh32, in C through ``map``); a word n-gram's hash is a mix of its
 words' hashes computed for the whole batch with vectorized multiply-adds, so no Python loop runs
 per shingle. Character n-grams hash each n-gram's UTF-8 bytes with xxh32.
@@ -11,8 +19,11 @@ with probability about 300 * 300 / 2**32 = 2e-5, which is what "true Jaccard" of
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 import numpy as np
@@ -20,7 +31,25 @@ import xxhash
 
 WORD_RE = re.compile(r"\w+")
 SPACE_RE = re.compile(r"\s+")
+NUMBER_RE = re.compile(r"\d+(?:[.,،٫⎖⎗⎘]\d+)?")  # datatrove's number pattern (Python's \d is Unicode Nd)
 ShingleKind = Literal["word", "char"]
+
+
+@cache
+def _combining_marks() -> dict[int, None]:
+    """str.translate table deleting every combining mark (Unicode category Mn); built once."""
+    return dict.fromkeys(c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Mn")
+
+
+def normalize_text(text: str, lowercase: bool = True, numbers: str = "keep", accents: str = "keep") -> str:
+    """The text as shingled: lowercased, numbers as ``0`` and accents stripped when asked."""
+    if lowercase:
+        text = text.lower()
+    if numbers == "zero":
+        text = NUMBER_RE.sub("0", text)
+    if accents == "strip":
+        text = unicodedata.normalize("NFD", text).translate(_combining_marks())
+    return text
 
 # Odd 64-bit constants for mixing the n words of an n-gram (fixed: they define the shingle ids).
 _POSITION_MULTIPLIERS = np.array(
@@ -59,7 +88,7 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def word_shingle_hashes(texts: Sequence[str], ngram: int, lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def word_shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of every word n-gram of each text (duplicates kept) and each shingle's document.
 
     A text with fewer than ``ngram`` words gives one shingle made of all its words; a text with
@@ -70,7 +99,7 @@ def word_shingle_hashes(texts: Sequence[str], ngram: int, lowercase: bool = True
     words: list[str] = []
     counts = np.empty(len(texts), dtype=np.int64)
     for i, text in enumerate(texts):
-        found = WORD_RE.findall(text.lower() if lowercase else text)
+        found = WORD_RE.findall(text)
         counts[i] = len(found)
         words.extend(found)
     word_hashes = np.fromiter(map(xxhash.xxh32_intdigest, map(str.encode, words)), dtype=np.uint64, count=len(words))
@@ -94,12 +123,12 @@ def word_shingle_hashes(texts: Sequence[str], ngram: int, lowercase: bool = True
     return (mixed >> np.uint64(32)).astype(np.uint32), np.concatenate(doc_of)
 
 
-def char_shingle_hashes(texts: Sequence[str], ngram: int, lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def char_shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of every character n-gram of each whitespace-collapsed text, and their documents."""
     hashes: list[int] = []
     docs: list[int] = []
     for i, text in enumerate(texts):
-        clean = SPACE_RE.sub(" ", text.lower() if lowercase else text).strip()
+        clean = SPACE_RE.sub(" ", text).strip()
         if not clean:
             continue
         grams = [clean[k:k + ngram] for k in range(max(1, len(clean) - ngram + 1))]
@@ -108,11 +137,11 @@ def char_shingle_hashes(texts: Sequence[str], ngram: int, lowercase: bool = True
     return np.array(hashes, dtype=np.uint32), np.array(docs, dtype=np.int64)
 
 
-def shingle_sets(texts: Sequence[str], kind: ShingleKind = "word", ngram: int = 5,
-                 lowercase: bool = True) -> ShingleSets:
-    """Sorted unique shingle hashes per text, for a batch of texts."""
+def shingle_sets(texts: Sequence[str], kind: ShingleKind = "word", ngram: int = 5, lowercase: bool = True,
+                 numbers: str = "keep", accents: str = "keep") -> ShingleSets:
+    """Sorted unique shingle hashes per text (normalized first, see the module docstring)."""
     make = word_shingle_hashes if kind == "word" else char_shingle_hashes
-    hashes, doc_of = make(texts, ngram, lowercase)
+    hashes, doc_of = make([normalize_text(t, lowercase, numbers, accents) for t in texts], ngram)
     # Sorting (document, hash) keys sorts each document's set and groups documents in one pass.
     keys = (doc_of.astype(np.uint64) << np.uint64(32)) | hashes.astype(np.uint64)
     keys.sort()
