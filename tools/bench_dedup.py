@@ -1,24 +1,34 @@
 """Benchmark: MinHash dedup end to end, llm-dedup side by side with datasketch and datatrove.
 
-Same documents (real sentences from gensim's bundled corpora, 100-400 words, 10% near-duplicates
-injected at exact Jaccard 0.5-1.0), same word 5-gram shingles, same num_perm (120) and bands
-(20 x 6), threshold 0.8. Each system runs in its own subprocess, from the JSONL shards on disk to
-duplicate clusters; the parent polls the process tree's resident memory (sum over processes)
-and scores the clusters: pair precision (share of co-clustered pairs whose exact Jaccard reaches
-0.8) and recall (share of true pairs co-clustered).
+Corpus, built here from offline real text with a seed: documents of 100-400 words assembled from
+real sentences (gensim's bundled Lee news corpus and Wikipedia sample), 10% of them near-duplicates
+of another document, edited until the exact word-5-gram Jaccard falls to a target drawn from
+0.5-1.0. Ground truth: every pair at Jaccard >= 0.8, found exactly over all pairs
+(``llm_dedup.evaluation.exact_duplicate_pairs``), not only the injected ones. The tests use other
+corpora (other seeds, sizes and duplicate shares).
+
+Every system gets the same word 5-gram shingles, num_perm and bands x rows: those llm-dedup picks
+for a recall target (a pair at Jaccard 0.8 becomes a candidate with probability 0.99). Each runs
+in its own subprocess, from the JSONL shards on disk to duplicate clusters, one worker each
+(``--workers``), systems alternating within each repeat. The parent polls the process tree's
+resident memory and scores the clusters against the truth.
 
 Systems:
-  ours            the four llm-dedup stages (local executor, 2 workers), verification on
-  ours_noverify   the same, verification off
-  ours_wide       ours with the same 120 permutations as 24 bands x 5 rows (more candidates, verified)
+  ours            the four llm-dedup stages, verification on, clusters = connected components
+  ours_star       the same, star clustering (a document goes only for a kept duplicate: no chaining)
+  ours_noverify   the same as ours, verification off
   datasketch      MinHash.update per shingle, MinHashLSH.insert / query, then union-find
   datasketch_bulk MinHash.bulk + LeanMinHash, an LSH insertion session, query, union-find
-  datatrove       its four-step MinHash pipeline (LocalPipelineExecutor, 2 workers), English
-                  word tokenizer (spaCy's rule-based one, no model) after its text simplification
+  datatrove       its four-step MinHash pipeline (LocalPipelineExecutor), its own normalization and
+                  spaCy word tokenizer
 
-    uv run python tools/bench_dedup.py --peer-docs 10000 --full-docs 100000 --memory-docs 400000
+Columns: candidates per document (pairs the LSH step hands on); pair precision (of the pairs the
+system declares duplicates itself: our verified pairs, datasketch's query results); cluster-pair
+precision / recall (over all pairs sharing a cluster: chaining lowers the precision); removal
+precision (removed documents at >= 0.8 to the one kept for them); residual pairs (true pairs
+left with both documents kept).
 
-BENCH_START_METHOD=fork makes the local executor fork its workers instead of spawning them.
+    uv run python tools/bench_dedup.py --docs 10000 --repeats 3 --full-docs 100000 --full-repeats 1
 """
 
 from __future__ import annotations
@@ -34,31 +44,52 @@ import threading
 import time
 from pathlib import Path
 
-NUM_PERM, BANDS, ROWS, NGRAM, THRESHOLD, SHARDS, WORKERS = 120, 20, 6, 5, 0.8, 8, 2
-# Verification removes LSH's false positives, so the same 120 permutations can be cut into more,
-# shorter bands (a lower LSH threshold) for fewer misses at no cost in precision.
-WIDE_BANDS, WIDE_ROWS = 24, 5
+NGRAM, THRESHOLD, NUM_PERM, RECALL_TARGET, SHARDS = 5, 0.8, 96, 0.99, 8
 START_METHOD = os.environ.get("BENCH_START_METHOD", "spawn")
 
 
-# -- corpus --------------------------------------------------------------------------------------
+def cpu_info() -> dict:
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512f": "avx512f" in flags}
 
 
-def corpus_dir(work: Path, docs: int) -> Path:
-    """Generate (once) a corpus of ``docs`` documents as JSONL shards plus its ground truth."""
-    from llm_dedup.evaluation import gensim_sentences, near_duplicate_corpus
+def bands_rows() -> tuple[int, int]:
+    from llm_dedup.minhash import recall_target_bands
 
-    folder = work / f"corpus-{docs}"
+    return recall_target_bands(THRESHOLD, NUM_PERM, RECALL_TARGET)
+
+
+# -- corpus ------------------------------------------------------------------------------------
+
+
+def corpus_dir(work: Path, docs: int, seed: int) -> Path:
+    """Generate (once) ``docs`` documents as JSONL shards, plus the exact pairs at >= THRESHOLD."""
+    from llm_dedup.evaluation import exact_duplicate_pairs, gensim_sentences, near_duplicate_corpus
+
+    folder = work / f"corpus-{docs}-s{seed}"
     if (folder / "truth.json").exists():
         return folder
-    corpus = near_duplicate_corpus(gensim_sentences(), docs, duplicate_fraction=0.1, seed=docs)
+    started = time.perf_counter()
+    corpus = near_duplicate_corpus(gensim_sentences(), docs, duplicate_fraction=0.1, seed=seed)
     (folder / "docs").mkdir(parents=True, exist_ok=True)
     per = -(-docs // SHARDS)
     for k in range(SHARDS):
         with open(folder / "docs" / f"part-{k:02d}.jsonl", "w", encoding="utf-8") as handle:
             rows = range(k * per, min(docs, (k + 1) * per))
             handle.writelines(json.dumps({"id": f"doc-{i}", "text": corpus.texts[i]}) + "\n" for i in rows)
-    (folder / "truth.json").write_text(json.dumps(corpus.pairs))
+    truth = exact_duplicate_pairs(corpus.texts, THRESHOLD, NGRAM)
+    injected = sum(s >= THRESHOLD for _, _, s in corpus.pairs)
+    (folder / "truth.json").write_text(json.dumps({"pairs": truth, "injected_at_threshold": injected}))
+    print(f"corpus {docs} docs: {len(truth)} true pairs ({injected} injected), "
+          f"{time.perf_counter() - started:.0f} s to build", flush=True)
     return folder
 
 
@@ -73,33 +104,33 @@ def read_texts(docs_dir: Path) -> list[str]:
 # -- systems (run in a child process) -------------------------------------------------------------
 
 
-def run_ours(docs_dir: Path, scratch: Path, verify: bool, bands: int = BANDS, rows: int = ROWS) -> list[list[int]]:
+def run_ours(docs_dir: Path, scratch: Path, workers: int, verify: bool, clustering: str) -> dict:
     import numpy as np
 
     from llm_core.config import validate_recipe
     from llm_core.plugins import get_host
     from llm_core.runner import PipelineRunner
 
-    executor = {"kind": "local", "workers": WORKERS, "start_method": START_METHOD}
+    executor = {"kind": "local", "workers": workers, "start_method": START_METHOD}
     recipe = {"name": "bench", "seed": 1, "executor": executor,
               "stages": [
                   {"name": "signatures", "kind": "minhash_signatures", "inputs": {"documents": str(docs_dir)},
-                   "num_perm": NUM_PERM, "bands": bands, "rows": rows, "ngram": NGRAM, "threshold": THRESHOLD},
-                  # Bucketing and verification are light: one task each, which the local executor
-                  # runs in the driver process rather than starting a worker pool for them.
+                   "num_perm": NUM_PERM, "recall_target": RECALL_TARGET, "ngram": NGRAM, "threshold": THRESHOLD},
                   {"name": "buckets", "kind": "minhash_buckets", "inputs": {"signatures": "signatures"},
-                   "bands_per_task": bands},
-                  {"name": "clusters", "kind": "minhash_clusters", "verify": verify, "verify_tasks": 1,
-                   "inputs": {"signatures": "signatures", "buckets": "buckets"}},
+                   "bands_per_task": 4},
+                  {"name": "clusters", "kind": "minhash_clusters", "verify": verify, "clustering": clustering,
+                   "verify_tasks": workers, "inputs": {"signatures": "signatures", "buckets": "buckets"}},
                   {"name": "dedup", "kind": "minhash_filter", "output_suffix": ".jsonl",
                    "inputs": {"signatures": "signatures", "clusters": "clusters"}}]}
     host = get_host()
     PipelineRunner(validate_recipe(recipe, host.registries, host), str(scratch), host).run()
-    removed_uri = json.loads((scratch / "clusters" / "index.json").read_text())["removed"]
+    index = json.loads((scratch / "clusters" / "index.json").read_text())
     clusters: dict[int, list[int]] = {}
-    for row, keeper in np.load(removed_uri).tolist():
+    for row, keeper in np.load(index["removed"]).tolist():
         clusters.setdefault(keeper, [keeper]).append(row)
-    return list(clusters.values())
+    report = json.loads((scratch / "clusters" / "report.json").read_text())
+    return {"clusters": list(clusters.values()), "pairs": np.load(index["duplicate_pairs"]).tolist(),
+            "candidates": report["candidate_pairs"]}
 
 
 def _shingles(text: str) -> list[bytes]:
@@ -119,14 +150,14 @@ def _clusters_from_pairs(count: int, pairs: list[tuple[int, int]]) -> list[list[
     groups: dict[int, list[int]] = {}
     for row, label in enumerate(labels.tolist()):
         groups.setdefault(label, []).append(row)
-    return [g for g in groups.values() if len(g) > 1]
+    return [g for g in groups.values() if len(g) > 1]  # rows ascending: the first is kept
 
 
-def run_datasketch(docs_dir: Path, bulk: bool) -> list[list[int]]:
+def run_datasketch(docs_dir: Path, bulk: bool) -> dict:
     from datasketch import LeanMinHash, MinHash, MinHashLSH
 
     texts = read_texts(docs_dir)
-    lsh = MinHashLSH(num_perm=NUM_PERM, params=(BANDS, ROWS))
+    lsh = MinHashLSH(num_perm=NUM_PERM, params=bands_rows())
     if bulk:
         sketches = [LeanMinHash(m) for m in MinHash.bulk((_shingles(t) for t in texts), num_perm=NUM_PERM, seed=1)]
         with lsh.insertion_session() as session:
@@ -140,11 +171,11 @@ def run_datasketch(docs_dir: Path, bulk: bool) -> list[list[int]]:
                 m.update(shingle)
             lsh.insert(i, m)
             sketches.append(m)
-    pairs = [(i, j) for i, m in enumerate(sketches) for j in lsh.query(m) if j != i]
-    return _clusters_from_pairs(len(texts), pairs)
+    pairs = sorted({(min(i, j), max(i, j)) for i, m in enumerate(sketches) for j in lsh.query(m) if j != i})
+    return {"clusters": _clusters_from_pairs(len(texts), pairs), "pairs": pairs, "candidates": len(pairs)}
 
 
-def run_datatrove(docs_dir: Path, scratch: Path) -> list[list[int]]:
+def run_datatrove(docs_dir: Path, scratch: Path, workers: int) -> dict:
     from datatrove.executor.local import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (
         MinhashConfig,
@@ -156,16 +187,17 @@ def run_datatrove(docs_dir: Path, scratch: Path) -> list[list[int]]:
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
-    config = MinhashConfig(n_grams=NGRAM, num_buckets=BANDS, hashes_per_bucket=ROWS, seed=1)
+    bands, rows = bands_rows()
+    config = MinhashConfig(n_grams=NGRAM, num_buckets=bands, hashes_per_bucket=rows, seed=1)
     files = len(list(docs_dir.glob("*.jsonl")))
     logs = str(scratch / "logs")
     signatures = LocalPipelineExecutor(
         [JsonlReader(str(docs_dir)), MinhashDedupSignature(output_folder=str(scratch / "sigs"), config=config)],
-        tasks=files, workers=WORKERS, logging_dir=logs + "/1")
+        tasks=files, workers=workers, logging_dir=logs + "/1")
     buckets = LocalPipelineExecutor(
         [MinhashDedupBuckets(input_folder=str(scratch / "sigs"), output_folder=str(scratch / "buckets"),
                              config=config)],
-        tasks=BANDS, workers=WORKERS, logging_dir=logs + "/2", depends=signatures)
+        tasks=bands, workers=workers, logging_dir=logs + "/2", depends=signatures)
     clusters = LocalPipelineExecutor(
         [MinhashDedupCluster(input_folder=str(scratch / "buckets"), output_folder=str(scratch / "remove"),
                              config=config, save_cluster_id=True)],
@@ -175,7 +207,7 @@ def run_datatrove(docs_dir: Path, scratch: Path) -> list[list[int]]:
          MinhashDedupFilter(input_folder=str(scratch / "remove"), load_cluster_ids=True,
                             exclusion_writer=JsonlWriter(str(scratch / "removed"), compression=None)),
          JsonlWriter(str(scratch / "kept"), compression=None)],
-        tasks=files, workers=WORKERS, logging_dir=logs + "/4", depends=clusters)
+        tasks=files, workers=workers, logging_dir=logs + "/4", depends=clusters)
     filtered.run()
     groups: dict[int, list[int]] = {}
     for f in sorted((scratch / "kept").glob("*.jsonl")) + sorted((scratch / "removed").glob("*.jsonl")):
@@ -185,35 +217,36 @@ def run_datatrove(docs_dir: Path, scratch: Path) -> list[list[int]]:
                 cluster = record["metadata"].get("minhash_cluster_id", -1)
                 if cluster != -1:
                     groups.setdefault(cluster, []).append(int(record["id"].split("-")[1]))
-    return [g for g in groups.values() if len(g) > 1]
+    return {"clusters": [sorted(g) for g in groups.values() if len(g) > 1], "pairs": None, "candidates": None}
 
 
-def child(system: str, docs_dir: Path, out: Path) -> None:
+def child(system: str, docs_dir: Path, out: Path, workers: int) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f"bench-{system}-", dir=out.parent))
     start = time.perf_counter()
-    if system in ("ours", "ours_noverify"):
-        clusters = run_ours(docs_dir, scratch, verify=system == "ours")
-    elif system == "ours_wide":
-        clusters = run_ours(docs_dir, scratch, verify=True, bands=WIDE_BANDS, rows=WIDE_ROWS)
+    if system in ("ours", "ours_star", "ours_noverify"):
+        result = run_ours(docs_dir, scratch, workers, verify=system != "ours_noverify",
+                          clustering="star" if system == "ours_star" else "components")
     elif system in ("datasketch", "datasketch_bulk"):
-        clusters = run_datasketch(docs_dir, bulk=system == "datasketch_bulk")
+        result = run_datasketch(docs_dir, bulk=system == "datasketch_bulk")
     elif system == "datatrove":
-        clusters = run_datatrove(docs_dir, scratch)
+        result = run_datatrove(docs_dir, scratch, workers)
     else:
         raise SystemExit(f"unknown system {system!r}")
-    seconds = time.perf_counter() - start
-    out.write_text(json.dumps({"seconds": seconds, "clusters": clusters}))
+    out.write_text(json.dumps({"seconds": time.perf_counter() - start, **result}))
 
 
 # -- parent: run, measure, score ------------------------------------------------------------------
 
 
-def measure(system: str, folder: Path, work: Path) -> dict:
+def measure(system: str, folder: Path, work: Path, workers: int) -> dict:
     """Run one system in a subprocess; wall time inside it, peak summed RSS of its process tree."""
     import psutil
 
     out = work / f"result-{system}-{os.getpid()}-{time.time_ns()}.json"
-    proc = subprocess.Popen([sys.executable, __file__, "child", system, str(folder / "docs"), str(out)])
+    log = out.with_suffix(".log")
+    with open(log, "w") as handle:  # datatrove logs every task: keep it out of the table
+        proc = subprocess.Popen([sys.executable, __file__, "child", system, str(folder / "docs"), str(out),
+                                 str(workers)], stdout=handle, stderr=subprocess.STDOUT)
     watched = psutil.Process(proc.pid)
     peak = 0
     done = threading.Event()
@@ -234,71 +267,100 @@ def measure(system: str, folder: Path, work: Path) -> dict:
     done.set()
     thread.join()
     if code != 0:
-        raise RuntimeError(f"{system} failed with exit code {code}")
+        raise RuntimeError(f"{system} failed with exit code {code}:\n" + log.read_text()[-3000:])
     result = json.loads(out.read_text())
     out.unlink()
-    return {"seconds": result["seconds"], "peak_rss_mb": peak / 2**20, "clusters": result["clusters"]}
+    log.unlink()
+    return {**result, "peak_rss_mb": peak / 2**20}
 
 
-def score(clusters: list[list[int]], folder: Path) -> dict:
-    from llm_dedup.evaluation import cluster_pairs, score_pairs
+def score(run: dict, folder: Path, docs: int) -> dict:
+    from llm_dedup.evaluation import score_dedup
 
-    texts = read_texts(folder / "docs")
-    truth = [tuple(p) for p in json.loads((folder / "truth.json").read_text())]
-    s = score_pairs(cluster_pairs(clusters), texts, truth, THRESHOLD, NGRAM)
-    return {"precision": round(s.precision, 4), "recall": round(s.recall, 4), "predicted_pairs": s.predicted_pairs,
-            "true_pairs": s.true_pairs}
+    truth = [(a, b) for a, b, _ in json.loads((folder / "truth.json").read_text())["pairs"]]
+    s = score_dedup(run["clusters"], truth)
+    true_set = set(truth)
+    pair_precision = None
+    if run["pairs"] is not None:
+        pairs = [tuple(p) for p in run["pairs"]]
+        pair_precision = round(sum(p in true_set for p in pairs) / len(pairs), 4) if pairs else 1.0
+    return {"candidates_per_doc": round(run["candidates"] / docs, 3) if run["candidates"] is not None else None,
+            "pair_precision": pair_precision, "cluster_pair_precision": round(s.cluster_pair_precision, 4),
+            "cluster_pair_recall": round(s.cluster_pair_recall, 4), "removal_precision": round(s.removal_precision, 4),
+            "residual_pairs": s.residual_pairs, "true_pairs": s.true_pairs, "predicted_pairs": s.predicted_pairs}
 
 
-def bench(docs: int, systems: list[str], repeats: int, work: Path) -> dict:
-    folder = corpus_dir(work, docs)
+def bench(docs: int, systems: list[str], repeats: int, work: Path, seed: int, workers: int) -> dict:
+    folder = corpus_dir(work, docs, seed)
+    runs: dict[str, list[dict]] = {s: [] for s in systems}
+    for r in range(repeats):  # alternating: machine noise hits every system alike
+        for system in systems:
+            runs[system].append(measure(system, folder, work, workers))
+            print(f"  {docs:>7} {system:<16} run {r + 1}: {runs[system][-1]['seconds']:.1f} s, "
+                  f"{runs[system][-1]['peak_rss_mb']:.0f} MiB", flush=True)
     rows = {}
-    for system in systems:
-        runs = []
-        for r in range(repeats):
-            runs.append(measure(system, folder, work))
-            print(f"  {docs:>7} {system:<16} run {r + 1}: {runs[-1]['seconds']:.1f} s, "
-                  f"{runs[-1]['peak_rss_mb']:.0f} MiB", flush=True)
-        seconds = statistics.median(r["seconds"] for r in runs)
-        rows[system] = {"docs": docs, "runs_seconds": [round(r["seconds"], 2) for r in runs],
+    for system, done in runs.items():
+        seconds = statistics.median(r["seconds"] for r in done)
+        rows[system] = {"docs": docs, "runs_seconds": [round(r["seconds"], 2) for r in done],
                         "median_seconds": round(seconds, 2), "docs_per_second": round(docs / seconds, 1),
-                        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs)), **score(runs[0]["clusters"], folder)}
+                        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in done)), **score(done[0], folder, docs)}
     if "ours" in rows:
         for row in rows.values():
             row["ours_speedup"] = round(rows["ours"]["docs_per_second"] / row["docs_per_second"], 2)
     return rows
 
 
+COLUMNS = [("docs", "docs"), ("system", "system"), ("median_seconds", "median s"), ("docs_per_second", "docs/s"),
+           ("ours_speedup", "ours vs it"), ("peak_rss_mb", "peak MiB"), ("candidates_per_doc", "cand./doc"),
+           ("pair_precision", "pair prec."), ("cluster_pair_precision", "cluster-pair prec."),
+           ("cluster_pair_recall", "recall"), ("removal_precision", "removal prec."), ("residual_pairs", "residual")]
+
+
+def markdown(results: dict) -> str:
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for size, rows in results["sizes"].items():
+        for system, row in rows.items():
+            cells = [size if key == "docs" else system if key == "system" else row.get(key) for key, _ in COLUMNS]
+            lines.append("| " + " | ".join("" if c is None else f"{c:,}" if isinstance(c, int) else str(c)
+                                           for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peer-docs", type=int, default=10_000, help="size where every system runs")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per system at --peer-docs (median)")
-    parser.add_argument("--full-docs", type=int, default=100_000, help="size for ours and datasketch bulk")
+    parser.add_argument("--docs", type=int, default=10_000, help="size where every system runs")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per system at --docs (median)")
+    parser.add_argument("--systems", default="ours,ours_star,ours_noverify,datasketch,datasketch_bulk,datatrove")
+    parser.add_argument("--full-docs", type=int, default=100_000, help="second size (0: skip)")
     parser.add_argument("--full-repeats", type=int, default=1)
-    parser.add_argument("--full-systems", default="ours,datasketch_bulk", help="systems run at --full-docs")
-    parser.add_argument("--memory-docs", type=int, default=400_000, help="size for ours only (memory growth)")
-    parser.add_argument("--systems", default="ours,ours_noverify,datasketch,datasketch_bulk,datatrove",
-                        help="systems run at --peer-docs")
+    parser.add_argument("--full-systems", default="ours,ours_star,datasketch_bulk")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per system")
+    parser.add_argument("--seed", type=int, default=2024, help="corpus seed")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "bench_dedup"))
     parser.add_argument("--out", default="bench_dedup.json")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    results = {"machine": {"cpus": os.cpu_count(), "workers": WORKERS},
-               "settings": {"num_perm": NUM_PERM, "bands": BANDS, "rows": ROWS, "ngram": NGRAM,
-                            "threshold": THRESHOLD, "shards": SHARDS, "wide": [WIDE_BANDS, WIDE_ROWS]}}
-    if args.peer_docs:
-        results[str(args.peer_docs)] = bench(args.peer_docs, args.systems.split(","), args.repeats, work)
+    cpu = cpu_info()
+    bands, rows = bands_rows()
+    print(f"CPU: {cpu['model']}, {cpu['cores']} cores, avx2={cpu['avx2']}, avx512f={cpu['avx512f']}; "
+          f"num_perm {NUM_PERM}, {bands} bands x {rows} rows (recall target {RECALL_TARGET} at {THRESHOLD}), "
+          f"{args.workers} worker(s) per system", flush=True)
+    results = {"machine": cpu, "settings": {"num_perm": NUM_PERM, "bands": bands, "rows": rows, "ngram": NGRAM,
+                                            "threshold": THRESHOLD, "recall_target": RECALL_TARGET,
+                                            "shards": SHARDS, "workers": args.workers, "seed": args.seed},
+               "sizes": {}}
+    results["sizes"][str(args.docs)] = bench(args.docs, args.systems.split(","), args.repeats, work, args.seed,
+                                             args.workers)
     if args.full_docs:
-        results[str(args.full_docs)] = bench(args.full_docs, args.full_systems.split(","), args.full_repeats, work)
-    if args.memory_docs:
-        results[str(args.memory_docs)] = bench(args.memory_docs, ["ours"], 1, work)
+        results["sizes"][str(args.full_docs)] = bench(args.full_docs, args.full_systems.split(","),
+                                                      args.full_repeats, work, args.seed, args.workers)
     Path(args.out).write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    print(markdown(results))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "child":
-        child(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+        child(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
     else:
         main()

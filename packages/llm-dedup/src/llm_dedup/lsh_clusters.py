@@ -129,7 +129,9 @@ class MinHashClustersStage:
             keepers = component_keepers(union_find_clusters(total, edges), rank)
         removed = np.flatnonzero(keepers != np.arange(total))
         save_array(join(out_dir, "removed.npy"), np.stack([removed, keepers[removed]], 1))
-        write_json(ctx.path("index.json"), {"tag": params.tag, "removed": join(out_dir, "removed.npy")})
+        save_array(join(out_dir, "duplicate_pairs.npy"), edges)
+        write_json(ctx.path("index.json"), {"tag": params.tag, "removed": join(out_dir, "removed.npy"),
+                                            "duplicate_pairs": join(out_dir, "duplicate_pairs.npy")})
         quality = cluster_quality(keepers, candidates, similarity, threshold,
                                   lambda pairs: pair_jaccard(index["dir"], shards, pairs))
         report, charts = self._report(index, candidates, similarity, edges, keepers, removed, threshold)
