@@ -172,32 +172,36 @@ def exact_duplicate_pairs(texts: Sequence[str], threshold: float = 0.8, ngram: i
 
     Under one global order of the shingles (rarest first), a pair with Jaccard >= t shares at least
     one shingle among the first ``|x| - ceil(t |x|) + 1`` of each set, so only pairs sharing such
-    a prefix shingle are compared, with Python sets. Shingles are ``shingle_set``'s (independent
+    a prefix shingle are compared exactly. Shingles are ``shingle_set``'s (independent
     of the numpy shingler), hashed to 64 bits (a collision among 10**8 shingles: about 3e-4).
     """
     import numpy as np
     import xxhash
 
-    sets = [{xxhash.xxh64_intdigest(" ".join(g)) for g in shingle_set(t, ngram)} for t in texts]
-    sizes = np.array([len(s) for s in sets], dtype=np.int64)
-    flat = np.fromiter((h for s in sets for h in s), dtype=np.uint64, count=int(sizes.sum()))
-    doc = np.repeat(np.arange(len(sets)), sizes)
+    per_doc = [np.unique(np.fromiter((xxhash.xxh64_intdigest(" ".join(g)) for g in shingle_set(t, ngram)),
+                                     dtype=np.uint64)) for t in texts]
+    sizes = np.array([len(s) for s in per_doc], dtype=np.int64)
+    flat = np.concatenate(per_doc) if per_doc else np.zeros(0, dtype=np.uint64)
+    starts = np.cumsum(sizes) - sizes
+    doc = np.repeat(np.arange(len(per_doc)), sizes)
     unique, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
     order_of_unique = np.empty(len(unique), dtype=np.int64)
     order_of_unique[np.lexsort((unique, counts))] = np.arange(len(unique))  # rarest first
     rank = order_of_unique[inverse]
     by_doc_then_rank = np.lexsort((rank, doc))
     rank, doc = rank[by_doc_then_rank], doc[by_doc_then_rank]
-    position = np.arange(len(doc)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    position = np.arange(len(doc)) - np.repeat(starts, sizes)
     prefix = sizes - np.ceil(threshold * sizes - 1e-9).astype(np.int64) + 1
     in_prefix = position < prefix[doc]
-    candidates = _pairs_sharing(rank[in_prefix], doc[in_prefix])
     found = []
-    for a, b in candidates:
-        if threshold * max(sizes[a], sizes[b]) <= min(sizes[a], sizes[b]):  # length filter
-            similarity = jaccard(sets[a], sets[b])
-            if similarity >= threshold:
-                found.append((a, b, similarity))
+    for a, b in sorted(_pairs_sharing(rank[in_prefix], doc[in_prefix])):
+        if threshold * max(sizes[a], sizes[b]) > min(sizes[a], sizes[b]):
+            continue  # length filter: Jaccard <= smaller / larger
+        shared = len(np.intersect1d(flat[starts[a]:starts[a] + sizes[a]], flat[starts[b]:starts[b] + sizes[b]],
+                                    assume_unique=True))
+        similarity = shared / (sizes[a] + sizes[b] - shared)
+        if similarity >= threshold:
+            found.append((a, b, float(similarity)))
     return found
 
 

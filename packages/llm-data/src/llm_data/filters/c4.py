@@ -2,7 +2,8 @@
 
 Lines without terminal punctuation, with fewer than three words, mentioning javascript or cookie /
 terms-of-use boilerplate are removed from the text; a document with "lorem ipsum" or a curly
-bracket, or fewer than five sentences left, is dropped.
+bracket, or fewer than five sentences left, is dropped. Sentences are counted per kept line as
+spaCy's sentencizer splits them (datatrove's reference behaviour).
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from pydantic import Field
 
 from llm_core.config import Config
 from llm_core.types import Document
+from llm_data.filters.words import english_tokenizer
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
                   "use cookies")
-# A sentence ends at terminal punctuation followed by a space and a capital, or at line end.
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?:\s+(?=[A-Z0-9\"'(])|\s*$)")
 
 
 class C4QualityConfig(Config):
@@ -66,7 +66,7 @@ class C4QualityFilter:
                 return "c4_quality:curly_bracket"
             if self.policy and any(p in lower for p in POLICY_PHRASES):
                 continue
-            sentences += max(1, len(_SENTENCE_END.findall(line)))
+            sentences += english_tokenizer().count_sentences(line)  # spaCy's sentencizer, as datatrove
             kept.append(line)
         if self.min_sentences is not None and sentences < self.min_sentences:
             return "c4_quality:too_few_sentences"

@@ -10,9 +10,9 @@ from pydantic import Field
 
 from llm_core.config import Config
 from llm_core.types import Document
-from llm_data.filters.text import split_words
+from llm_data.filters.text import TERMINAL_PUNCTUATION, split_words
 
-TERMINAL_PUNCTUATION = (".", "!", "?", "。", "！", "？", "…", '"', "'", "”", "’", ")", ":", ";")
+_LINE_ENDINGS = tuple(TERMINAL_PUNCTUATION)  # datatrove's: sentence-final characters, no quotes or brackets
 
 
 class FineWebQualityConfig(Config):
@@ -35,7 +35,7 @@ class FineWebQualityFilter:
         lines = [line for line in doc.text.split("\n") if line.strip()]
         if not lines:
             return "fineweb_quality:empty"
-        if sum(1 for line in lines if line.endswith(TERMINAL_PUNCTUATION)) / len(lines) < self.min_punct:
+        if sum(1 for line in lines if line.endswith(_LINE_ENDINGS)) / len(lines) < self.min_punct:
             return "fineweb_quality:few_punctuated_lines"
         if sum(1 for line in lines if len(line) <= self.short_chars) / len(lines) > self.max_short:
             return "fineweb_quality:many_short_lines"

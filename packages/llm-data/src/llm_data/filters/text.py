@@ -1,83 +1,94 @@
 """Fast text statistics shared by the rule-based filters: word splitting and n-gram repetition.
 
-Words follow the shape of spaCy's English tokenizer (which datatrove uses) without its cost:
-whitespace-separated chunks with leading and trailing punctuation split off, so ``"end."`` gives
-``end`` and ``.``. Repetition statistics hash n-grams with numpy instead of joining strings.
+Words are those of spaCy's English tokenizer, the splitting datatrove's Gopher, C4 and FineWeb
+filters use, token for token (``llm_data.filters.words``). Repetition statistics hash n-grams with
+numpy instead of joining strings.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+from functools import cache
 
 import numpy as np
+
+from llm_data.filters.words import english_tokenizer
 
 # The punctuation set of the Gopher / FineWeb rules (the same characters datatrove uses).
 PUNCTUATION = set(
     "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
     + "".join(chr(x) for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b)))
-
-# Word splitting in the manner of spaCy's English tokenizer (which datatrove uses), at a fraction
-# of its cost: whitespace-separated chunks; prefix characters (opening brackets, quotes, ...) and
-# suffix characters (closing brackets, commas, periods, ...) peeled off one by one; then spaCy's
-# infix rules (hyphens and : < > = / between letters, operators between digits, a comma between
-# letters, a period between a lower and an upper case letter) split what is left.
-_PREFIX = "§%=—–\"'([{<*#&_,:;!?¿¡…“”‘’«»$£€¥`"
-_SUFFIX = "…,:;!?)]}>_#*&\"'”’»%."
-_P, _S = re.escape(_PREFIX), re.escape(_SUFFIX)
-# Each infix alternative starts with its character, so the engine scans for it cheaply.
-_INFIX = (r"[-–—~:<>=/](?<=[^\W_].)(?=[^\W\d_])|[-+*^](?<=[0-9].)(?=[0-9-])"
-          r"|,(?<=[^\W\d_],)(?=[^\W\d_])|\.(?<=[a-z'\"]\.)(?=[A-Z'\"])")
-# English clitics split off as spaCy's exceptions do: "can't" -> "ca n't", "it's" -> "it 's".
-_CLITIC = r"(?<=[^\W\d_])(?:n['’]t|['’](?:s|re|ll|ve|d|m))(?![^\W_])"
-_INFIX_SPLIT = re.compile(f"({_INFIX}|{_CLITIC})")  # captured, so that split() keeps the pieces
-_WORD = re.compile(
-    rf"(?<!\S)(?:n['’]t|['’](?:s|re|ll|ve|d|m))(?!\S)"           # a clitic split off above
-    rf"|\.\.\.+|…"                                              # ellipses stay whole
-    rf"|(?:[{_P}]|\+(?![0-9]))(?<![^\s{_P}+].)"                  # a prefix character at a chunk's start
-    rf"|\S*[^\s{_S}]"                                            # a chunk's core: up to its last non-suffix
-    rf"|[{_S}]"                                                   # each suffix character
-    rf"|\S")                                                     # anything left
-
-
-def _tokenize(text: str) -> list[str]:
-    # Infixes first, in one pass over the text: spaces around them make them chunks of their own
-    # (split + join stays in C, where sub() would expand a template per match in Python).
-    return _WORD.findall(" ".join(_INFIX_SPLIT.split(text)))
-
+# Sentence-final characters of many scripts: datatrove's TERMINAL_PUNCTUATION, FineWeb's line rule.
+TERMINAL_PUNCTUATION = frozenset(
+    "!.?\u0589\u061d\u061e\u061f\u06d4\u0700\u0701\u0702\u07f9\u0837\u0839\u083d\u083e\u0964\u0965\u104a"
+    "\u104b\u1362\u1367\u1368\u166e\u1735\u1736\u17d4\u17d5\u17d6\u17d9\u17da\u1803\u1809\u1944\u1945"
+    "\u1aa8\u1aa9\u1aaa\u1aab\u1b5a\u1b5b\u1b5e\u1b5f\u1b7d\u1b7e\u1c3b\u1c3c\u1c7e\u1c7f\u203c\u203d"
+    "\u2047\u2048\u2049\u2e2e\u2e3c\u2e53\u2e54\u3002\ua4ff\ua60e\ua60f\ua6f3\ua6f7\ua876\ua877\ua8ce"
+    "\ua8cf\ua92f\ua9c8\ua9c9\uaa5d\uaa5e\uaa5f\uaaf0\uaaf1\uabeb\ufe52\ufe56\ufe57\uff01\uff0e\uff1f"
+    "\uff61\U00010a56\U00010a57\U00010f55\U00010f56\U00010f57\U00010f58\U00010f59\U00010f86\U00010f87"
+    "\U00010f88\U00010f89\U00011047\U00011048\U000110be\U000110bf\U000110c0\U000110c1\U00011141\U00011142"
+    "\U00011143\U000111c5\U000111c6\U000111cd\U000111de\U000111df\U00011238\U00011239\U0001123b\U0001123c"
+    "\U000112a9\U0001144b\U0001144c\U000115c2\U000115c3\U000115c9\U000115ca\U000115cb\U000115cc\U000115cd"
+    "\U000115ce\U000115cf\U000115d0\U000115d1\U000115d2\U000115d3\U000115d4\U000115d5\U000115d6\U000115d7"
+    "\U00011641\U00011642\U0001173c\U0001173d\U0001173e\U00011944\U00011946\U00011a42\U00011a43\U00011a9b"
+    "\U00011a9c\U00011c41\U00011c42\U00011ef7\U00011ef8\U00011f43\U00011f44\U00016a6e\U00016a6f\U00016af5"
+    "\U00016b37\U00016b38\U00016b44\U00016e98\U0001bc9f\U0001da88"
+)
+# A word made only of these is a symbol, not a word, for the Gopher word counts (datatrove's set).
+SYMBOL_CHARACTERS = frozenset(PUNCTUATION) | TERMINAL_PUNCTUATION
 
 _last_split: tuple[str, list[str]] = ("", [])
 
 
 def split_words(text: str) -> list[str]:
-    """Words and punctuation tokens of ``text``, in order.
+    """Words and punctuation tokens of ``text``, in order, as datatrove's ``split_into_words``.
 
     The last result is kept: consecutive filters (quality, then repetition) ask for the same text.
     """
     global _last_split
     if _last_split[0] is text:
         return _last_split[1]
-    words = _tokenize(text)
+    words = english_tokenizer().words(text)
     _last_split = (text, words)
     return words
 
 
-# Over words joined by single spaces: words made only of punctuation, and words with no letter.
-_SYMBOL_WORDS = re.compile(rf"(?<!\S)[{re.escape(''.join(sorted(PUNCTUATION)))}]+(?!\S)")
-_LETTERLESS_WORDS = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
+def _class_of(codes: list[int]) -> str:
+    ranges: list[list[int]] = []
+    for code in codes:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges)
+
+
+@cache
+def _word_scans() -> tuple[re.Pattern, re.Pattern]:
+    """Over words joined by single spaces: words made only of symbol characters, and words without
+    a letter (``str.isalpha``: \\w minus digits, underscore and the numerals that are no letters)."""
+    codes = np.concatenate([np.arange(0xD800), np.arange(0xE000, sys.maxunicode + 1)])  # no surrogates
+    every_character = codes.astype("<u4").tobytes().decode("utf-32-le")
+    numerals = [ord(c) for c in filter(str.isnumeric, every_character) if not c.isalpha() and not c.isdecimal()]
+    symbols = re.compile(rf"(?<!\S)[{_class_of(sorted(map(ord, SYMBOL_CHARACTERS)))}]+(?!\S)")
+    letterless = re.compile(rf"(?<!\S)(?:[^\w\s]|[\d_{_class_of(numerals)}])+(?!\S)")
+    return symbols, letterless
 
 
 def word_counts(words: list[str]) -> tuple[int, int, int]:
     """(non-symbol words, their total characters, words holding no letter), in three C-level scans."""
+    symbol_words, letterless_words = _word_scans()
     joined = " ".join(words)
-    symbols = _SYMBOL_WORDS.findall(joined)
+    symbols = symbol_words.findall(joined)
     content = len(words) - len(symbols)
     content_chars = len(joined) - (len(words) - 1) - sum(map(len, symbols)) if words else 0
-    return content, content_chars, len(_LETTERLESS_WORDS.findall(joined))
+    return content, content_chars, len(letterless_words.findall(joined))
 
 
 def is_symbol(word: str) -> bool:
-    """True when every character of the word is punctuation."""
-    return all(ch in PUNCTUATION for ch in word)
+    """True when every character of the word is a symbol character."""
+    return all(ch in SYMBOL_CHARACTERS for ch in word)
 
 
 def word_ids(words: list[str]) -> np.ndarray:
