@@ -45,8 +45,9 @@ class LanguageIdFilter:
 
     def filter(self, doc: Document) -> str | None:
         # fastText reads one line; k=-1 returns every label so that a wanted language ranked
-        # second can still pass its own threshold.
-        labels, scores = self.model.predict(doc.text.replace("\n", " "), k=-1 if self.languages else 1)
+        # second can still pass its own threshold, which only the first can when that is >= 0.5.
+        every = self.languages is not None and self.min_score < 0.5 and not self.label_only
+        labels, scores = self.model.predict(doc.text.replace("\n", " "), k=-1 if every else 1)
         scores_by_lang = {label[9:]: float(score) for label, score in zip(labels, scores, strict=True)}
         best = labels[0][9:] if labels else "unknown"
         doc.metadata["language"] = best

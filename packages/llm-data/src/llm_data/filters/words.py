@@ -27,6 +27,7 @@ from functools import cache, lru_cache
 from importlib import resources
 
 _SPACES = re.compile(r"(\s+)")
+_CHUNKS = re.compile(r"\S+")
 # A chunk's tokens after and before the last pass, and whether it may begin / end a match across
 # chunks: (merged tokens, starts with an inner pattern token, ends with a leading one, tokens).
 _Chunk = tuple[tuple[str, ...], bool, bool, tuple[str, ...]]
@@ -87,12 +88,15 @@ class EnglishTokenizer:
         self._prefix = re.compile(rules["prefix"]).match  # every alternative is anchored at ^
         self._suffix = re.compile(rules["suffix"])
         self._infix = re.compile(rules["infix"]).finditer
+        self._infix_at = re.compile(rules["infix"]).match
         self._url = re.compile(rules["url"]).match
         # Characters an affix can begin / end with: most chunks skip the expressions altogether.
         self._prefix_first = _edge_chars(rules["prefix"], last=False)
         self._suffix_last = _edge_chars(rules["suffix"], last=True)
         infix_first = _edge_chars(rules["infix"], last=False)
-        self._infix_chars = re.compile(_char_class(infix_first)).search if infix_first else (lambda _: True)
+        # Where an infix can begin (a match consumes its first character from this set): the
+        # expression is tried only there, which is what makes long markup chunks cheap.
+        self._infix_starts = re.compile(_char_class(infix_first)).finditer if infix_first else None
         self.specials: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in rules["special_cases"].items()}
         self.punct_chars = frozenset(rules["sentence_punct_chars"])
         # The last pass looks for the special cases that affix rules would take apart, spelled as
@@ -102,7 +106,10 @@ class EnglishTokenizer:
             if self._prefix_len(text) or self._suffix_len(text) or self._has_infix(text) or " " in text:
                 self._patterns.add(tuple(self._doc_tokens(text, specials=False)[0]))
         self._first_tokens = {p[0] for p in self._patterns}
-        self._pattern_lengths = sorted({len(p) for p in self._patterns}, reverse=True)
+        lengths: dict[str, set[int]] = {}
+        for p in self._patterns:
+            lengths.setdefault(p[0], set()).add(len(p))
+        self._lengths_after = {token: sorted(n, reverse=True) for token, n in lengths.items()}
         # A match across chunks ends one chunk with a pattern's leading tokens and starts the next
         # with its inner tokens: documents where that can happen take the exact whole-text pass.
         self._leading_tokens = {t for p in self._patterns for t in p[:-1]}
@@ -130,7 +137,7 @@ class EnglishTokenizer:
         return match.end() - match.start() if match else 0
 
     def _has_infix(self, text: str) -> bool:
-        return any(True for _ in self._infix(text))
+        return bool(self._infix_matches(text))
 
     def _chunk(self, chunk: str) -> _Chunk:
         """One whitespace-free chunk: its tokens before and after the last pass (cached)."""
@@ -142,7 +149,7 @@ class EnglishTokenizer:
                 first = (chunk,)  # no rule splits a run of letters or of digits
             else:
                 first = tuple(self._split(chunk, True))
-            matches = self._special_matches(first)
+            matches = [] if self._first_tokens.isdisjoint(first) else self._special_matches(first)
             merged = tuple(self._merge(first, {0}, matches)) if matches else first
             found = (merged, first[0] in self._inner_tokens, first[-1] in self._leading_tokens, first)
             if len(self._cache) >= CACHE_LIMIT:
@@ -151,8 +158,11 @@ class EnglishTokenizer:
         return found
 
     def _split(self, string: str, specials: bool) -> list[str]:
-        """spaCy's ``_split_affixes`` then ``_attach_tokens`` for one chunk."""
+        """spaCy's ``_split_affixes`` then ``_attach_tokens`` for one chunk (the affix tests are
+        ``_prefix_len`` / ``_suffix_len`` written out: this loop runs for every new chunk)."""
         special = self.specials if specials else {}
+        prefix_first, prefix_match = self._prefix_first, self._prefix
+        suffix_last, suffix_search = self._suffix_last, self._suffix.search
         prefixes: list[str] = []
         suffixes: list[str] = []
         last_size = 0
@@ -160,14 +170,21 @@ class EnglishTokenizer:
             if string in special:
                 break
             last_size = len(string)
-            pre_len = self._prefix_len(string)
+            pre_len = 0
+            if prefix_first is None or string[0] in prefix_first:
+                match = prefix_match(string)
+                pre_len = match.end() if match else 0
             if pre_len:
                 prefix, minus_pre = string[:pre_len], string[pre_len:]
                 if minus_pre and minus_pre in special:
                     prefixes.append(prefix)
                     string = minus_pre
                     break
-            suf_len = self._suffix_len(string[pre_len:])
+            suf_len = 0
+            rest = string[pre_len:] if pre_len else string
+            if rest and (suffix_last is None or rest[-1] in suffix_last):
+                match = suffix_search(rest, 0 if rest.endswith("..") else max(0, len(rest) - 5))
+                suf_len = match.end() - match.start() if match else 0
             if suf_len:
                 suffix, minus_suf = string[-suf_len:], string[:-suf_len]
                 if minus_suf and minus_suf in special:
@@ -196,10 +213,8 @@ class EnglishTokenizer:
         return tokens
 
     def _split_infixes(self, string: str) -> list[str]:
-        if not self._infix_chars(string):
-            return [string]
         tokens, start = [], 0
-        for match in self._infix(string):
+        for match in self._infix_matches(string):
             infix_start, infix_end = match.start(), match.end()
             if infix_start == 0:
                 continue  # spaCy skips an infix at the very start
@@ -211,6 +226,21 @@ class EnglishTokenizer:
         if string[start:]:
             tokens.append(string[start:])
         return tokens
+
+    def _infix_matches(self, string: str) -> list[re.Match]:
+        """``finditer`` of the infix expression, tried only where an infix can begin."""
+        if self._infix_starts is None:
+            return list(self._infix(string))
+        found, resume = [], 0
+        for candidate in self._infix_starts(string):
+            position = candidate.start()
+            if position < resume:
+                continue
+            match = self._infix_at(string, position)  # lookbehinds still see the text before
+            if match:
+                found.append(match)
+                resume = max(match.end(), position + 1)
+        return found
 
     # -- documents ----------------------------------------------------------------------------
 
@@ -245,10 +275,12 @@ class EnglishTokenizer:
         return self._merge(tokens, starts, matches) if matches else tokens
 
     def _special_matches(self, tokens: list[str]) -> list[tuple[int, int]]:
-        first, patterns, lengths = self._first_tokens, self._patterns, self._pattern_lengths
+        """Every (start, end) where the tokens spell a special case's pattern, overlaps included."""
+        lengths_after, patterns = self._lengths_after, self._patterns
         found, count = [], len(tokens)
         for i, token in enumerate(tokens):
-            if token in first:
+            lengths = lengths_after.get(token)
+            if lengths:
                 found.extend((i, i + n) for n in lengths if i + n <= count and tuple(tokens[i:i + n]) in patterns)
         return found
 
@@ -279,17 +311,32 @@ class EnglishTokenizer:
     def words(self, text: str) -> list[str]:
         """datatrove's ``split_into_words``: the tokens, whitespace tokens left out.
 
-        Chunk by chunk from the cache; the whole-text pass only when two neighbouring chunks could
-        hold one special-case match between them."""
-        chunk_of, cache = self._chunk, self._cache
+        Chunk by chunk from the cache. Neighbouring chunks that may hold one special-case match
+        between them (``'' ''``) and are joined by exactly one space go through the last pass
+        together, as spaCy would see them."""
+        chunk_of, get, neighbours = self._chunk, self._cache.get, self._neighbours
+        chunks = text.split()
         words: list[str] = []
         extend = words.extend
-        previous = None
-        for chunk in text.split():
-            found = cache.get(chunk) or chunk_of(chunk)
-            if found[1] and previous is not None and previous[2] \
-                    and (previous[3][-1], found[3][0]) in self._neighbours:
-                return [t for t in self.tokens(text) if not t.isspace()]
+        previous, mark = None, 0  # the chunk before, and where its words start
+        group: list[str] | None = None  # first-pass tokens of the chunks joined so far
+        group_mark, offsets = 0, None
+        for k, chunk in enumerate(chunks):
+            found = get(chunk) or chunk_of(chunk)
+            if found[1] and previous is not None and previous[2] and (previous[3][-1], found[3][0]) in neighbours:
+                if offsets is None:
+                    offsets = [m.start() for m in _CHUNKS.finditer(text)]
+                if text[offsets[k - 1] + len(chunks[k - 1]):offsets[k]] == " ":
+                    if group is None:
+                        group, group_mark, group_starts = list(previous[3]), mark, {0}
+                    group_starts.add(len(group))
+                    group.extend(found[3])
+                    del words[group_mark:]
+                    extend(self._merge(group, group_starts, self._special_matches(group)))
+                    previous, mark = found, len(words)
+                    continue
+            group = None
+            mark = len(words)
             extend(found[0])
             previous = found
         return words
