@@ -69,6 +69,22 @@ def test_language_id_drops_other_language_and_low_score(make_doc):
     assert language_id(languages=["fr"], min_score=1.0, label_only=True).filter(french) is None
 
 
+def test_language_id_top_label_shortcut_decides_as_every_label(make_doc, prose):
+    """At min_score >= 0.5 only the top label can pass, so asking fastText for it alone (faster)
+    must decide, and label, exactly as looking at every label does."""
+    texts = [prose, "Le gouvernement a annoncé hier une nouvelle réforme des retraites pour tous.",
+             "Die Regierung hat gestern eine neue Reform angekündigt. The government said yes.", "ok ok 123"]
+    for min_score in (0.5, 0.65, 0.9):
+        language_id = LanguageIdFilter(["en"], min_score)
+        for text in texts:
+            labels, scores = language_id.model.predict(text, k=-1)
+            keep = any(label == "__label__en" and score > min_score for label, score in zip(labels, scores, strict=True))
+            doc = make_doc(text)
+            reason = language_id.filter(doc)
+            assert (reason is None) == keep and doc.metadata["language"] == labels[0][9:]
+            assert doc.metadata["language_score"] == round(float(scores[0]), 4)
+
+
 def test_toxicity_word_list_threshold(make_doc, prose):
     f = toxicity(max_toxic_word_ratio=0.02, min_toxic_words=2)
     n_words = len(prose.split())
