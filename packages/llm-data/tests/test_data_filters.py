@@ -78,7 +78,8 @@ def test_language_id_top_label_shortcut_decides_as_every_label(make_doc, prose):
         language_id = LanguageIdFilter(["en"], min_score)
         for text in texts:
             labels, scores = language_id.model.predict(text, k=-1)
-            keep = any(label == "__label__en" and score > min_score for label, score in zip(labels, scores, strict=True))
+            keep = any(label == "__label__en" and score > min_score
+                       for label, score in zip(labels, scores, strict=True))
             doc = make_doc(text)
             reason = language_id.filter(doc)
             assert (reason is None) == keep and doc.metadata["language"] == labels[0][9:]
