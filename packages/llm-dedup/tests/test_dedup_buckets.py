@@ -40,7 +40,7 @@ def _bucket_layout_seed() -> int:
     never share one without 0 and 2 (so no bucket has 1 first, or 1 just before 3)."""
     sets = shingle_sets(DOCS, "word", 5)
     for seed in range(1, 1000):
-        signatures = MinHasher(NUM_PERM, seed).signatures(sets)
+        signatures = MinHasher(BANDS * ROWS, seed).signatures(sets)  # as the stage computes them
         keys = [band_keys(signatures, band, ROWS) for band in range(BANDS)]
         together = [len(set(k.tolist())) == 1 for k in keys]
         alone = [k[1] == k[3] and not (k[0] == k[1] == k[2]) for k in keys]
@@ -78,6 +78,8 @@ def test_a_true_pair_behind_rejected_chain_edges_is_found(host, tmp_path):
     recipe = minhash_recipe(str(folder), num_perm=NUM_PERM, bands=BANDS, rows=ROWS,
                             hash_seed=_bucket_layout_seed(), threshold=0.8)
     run_recipe(host, recipe, tmp_path / "run")
+    buckets = json.loads((tmp_path / "run" / "buckets" / "report.json").read_text())
+    assert "4" in buckets["bucket_size_histogram"], "the four documents shared a bucket"
     dropped = read_records(tmp_path / "run" / "dedup" / "dropped")
     assert [(d["id"], d["metadata"]["duplicate_of"]) for d in dropped] == [("doc-3", "doc-1")]
     assert read_ids(tmp_path / "run" / "dedup" / "kept") == ["doc-0", "doc-1", "doc-2"]

@@ -55,7 +55,7 @@ class SignatureTask:
 def signature_shard(task: SignatureTask) -> dict[str, Any]:
     start = time.perf_counter()
     params = task.params
-    hasher = MinHasher(params.num_perm, params.seed)
+    hasher = MinHasher(params.bands * params.rows, params.seed)  # the permutations the bands use, no more
     rejects: list[dict[str, Any]] = []
     ids: list[str] = []
     scores: list[float | None] = []

@@ -26,7 +26,8 @@ class MinHashOptions(Config):
                                              "part) becomes 0 before shingling, as datatrove does")
     accents: Literal["keep", "strip"] = Field("keep", description="strip: drop combining marks after NFD "
                                               "(cafe = café), as datatrove does")
-    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations")
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations the band search may use; "
+                          "signatures hold the bands x rows it picks")
     hash_seed: int | None = Field(None, description="permutation seed; None uses the stage seed")
     threshold: float = Field(0.8, gt=0, lt=1, description="Jaccard similarity that makes a duplicate")
     bands: int | None = Field(None, ge=1, description="LSH bands; with rows, overrides the search")
