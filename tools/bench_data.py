@@ -45,8 +45,8 @@ from llm_data.io.readers import MediaWikiReader
 from llm_data.noise import add_noise
 from llm_data.stages.corpus import GENSIM_NEWS, GENSIM_WIKI, _gensim_file, read_news
 
-CHAIN = [("filters", "url_filter", {}), ("filters", "language_id", {"languages": ["en"], "min_score": 0.65}),
-         ("filters", "gopher_quality", {}), ("filters", "gopher_repetition", {}), ("transforms", "pii", {})]
+CHAIN = [("filter", "url_filter", {}), ("filter", "language_id", {"languages": ["en"], "min_score": 0.65}),
+         ("filter", "gopher_quality", {}), ("filter", "gopher_repetition", {}), ("transform", "pii", {})]
 ALONE = ["url_filter", "language_id", "gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"]
 HEADING = re.compile(r"^=+[^=\n].*?=+[ \t]*$", re.M)
 PARAGRAPH = re.compile(r"\n[ \t]*\n")
@@ -110,10 +110,12 @@ def timed(fn):
 
 
 def run_ours(source: Path, out_dir: Path) -> tuple[float, float, set[str]]:
-    from llm_core.builtins.filter_stage import FilterShardTask, filter_shard
+    from llm_core.builtins.filter_stage import FilterShardTask, FilterStageConfig, filter_shard
+    from llm_core.refs import ReaderRef
 
-    task = FilterShardTask("bench", str(source), str(out_dir), tuple(CHAIN), "jsonl", {}, 256,
-                           ".jsonl", False, None)
+    config = FilterStageConfig(steps=[{kind: name, "options": options} for kind, name, options in CHAIN],
+                               output_suffix=".jsonl", write_dropped=False)
+    task = FilterShardTask("bench", str(source), ReaderRef(name="jsonl"), str(out_dir), config)
     wall, cpu = timed(lambda: filter_shard(task))
     with open(out_dir / "kept" / "bench.jsonl") as handle:
         kept = {json.loads(line)["id"] for line in handle}
@@ -196,7 +198,7 @@ def per_filter_agreement(source: Path) -> tuple[dict[str, dict], collections.Cou
     theirs = datatrove_filters()
     report, kinds = {}, collections.Counter()
     for name in ALONE:
-        mine = registries.filters.build(name, dict(next((o for _, n, o in CHAIN if n == name), {})))
+        mine = registries.filters.build(name, next((o for _, n, o in CHAIN if n == name), {}))
         agree = 0
         for doc in docs:
             reason = mine.filter(Document(doc.id, doc.text, dict(doc.metadata)))

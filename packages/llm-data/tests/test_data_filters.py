@@ -75,13 +75,13 @@ def test_language_id_top_label_shortcut_decides_as_every_label(make_doc, prose):
     texts = [prose, "Le gouvernement a annoncé hier une nouvelle réforme des retraites pour tous.",
              "Die Regierung hat gestern eine neue Reform angekündigt. The government said yes.", "ok ok 123"]
     for min_score in (0.5, 0.65, 0.9):
-        language_id = LanguageIdFilter(["en"], min_score)
+        model = language_id(languages=["en"], min_score=min_score)
         for text in texts:
-            labels, scores = language_id.model.predict(text, k=-1)
+            labels, scores = model.model.predict(text, k=-1)
             keep = any(label == "__label__en" and score > min_score
                        for label, score in zip(labels, scores, strict=True))
             doc = make_doc(text)
-            reason = language_id.filter(doc)
+            reason = model.filter(doc)
             assert (reason is None) == keep and doc.metadata["language"] == labels[0][9:]
             assert doc.metadata["language_score"] == round(float(scores[0]), 4)
 
