@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -232,7 +233,9 @@ def child(system: str, docs_dir: Path, out: Path, workers: int) -> None:
         result = run_datatrove(docs_dir, scratch, workers)
     else:
         raise SystemExit(f"unknown system {system!r}")
-    out.write_text(json.dumps({"seconds": time.perf_counter() - start, **result}))
+    seconds = time.perf_counter() - start
+    shutil.rmtree(scratch, ignore_errors=True)
+    out.write_text(json.dumps({"seconds": seconds, **result}))
 
 
 # -- parent: run, measure, score ------------------------------------------------------------------
