@@ -155,7 +155,9 @@ class GopherRepetitionFilter:
             if top_ngram_chars(hashes, chars) / n_chars > max_frac:
                 return f"gopher_repetition:top_{n}_gram"
         for n, max_frac in self.dup_n_grams:
-            hashes = ngram_hashes(ids, n)
-            if duplicate_ngram_chars(hashes, lengths, n, max_frac * n_chars) / n_chars > max_frac:
+            repeated = duplicate_ngram_chars(ngram_hashes(ids, n), lengths, n, max_frac * n_chars)
+            if repeated / n_chars > max_frac:
                 return f"gopher_repetition:duplicate_{n}_grams"
+            if repeated == 0:
+                break  # no n-gram repeats, so no longer one does either
         return None

@@ -38,19 +38,23 @@ TERMINAL_PUNCTUATION = frozenset(
 # A word made only of these is a symbol, not a word, for the Gopher word counts (datatrove's set).
 SYMBOL_CHARACTERS = frozenset(PUNCTUATION) | TERMINAL_PUNCTUATION
 
-_last_split: tuple[str, list[str]] = ("", [])
+_RECENT_LIMIT = 512  # texts whose words are kept: a batch's worth, for the next filter of the chain
+_recent: dict[int, tuple[str, list[str]]] = {}
 
 
 def split_words(text: str) -> list[str]:
     """Words and punctuation tokens of ``text``, in order, as datatrove's ``split_into_words``.
 
-    The last result is kept: consecutive filters (quality, then repetition) ask for the same text.
+    Recent results are kept: the filters of a chain (quality, then repetition) take a batch in
+    turn and ask for the same texts.
     """
-    global _last_split
-    if _last_split[0] is text:
-        return _last_split[1]
+    recent = _recent.get(id(text))
+    if recent is not None and recent[0] is text:
+        return recent[1]
     words = english_tokenizer().words(text)
-    _last_split = (text, words)
+    if len(_recent) >= _RECENT_LIMIT:
+        del _recent[next(iter(_recent))]  # the oldest
+    _recent[id(text)] = (text, words)
     return words
 
 
@@ -92,9 +96,9 @@ def is_symbol(word: str) -> bool:
 
 
 def word_ids(words: list[str]) -> np.ndarray:
-    """Map words to dense integer ids (equal words, equal ids)."""
-    vocab: dict[str, int] = {}
-    return np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.uint64, count=len(words))
+    """A 64-bit id per word, equal for equal words: Python's string hash (computed in C, and cached
+    on the string), so two different words share an id with probability about 2**-64."""
+    return np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
 
 
 def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:

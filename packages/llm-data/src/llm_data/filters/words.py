@@ -39,6 +39,10 @@ def _edge_chars(pattern: str, last: bool) -> frozenset[str] | None:
     parsed expression; None when the expression is too complex to tell (then nothing is skipped)."""
     from re import _parser
 
+    return _edge_chars_of(list(_parser.parse(pattern)), last)
+
+
+def _edge_chars_of(items, last: bool) -> frozenset[str] | None:
     chars: set[str] = set()
 
     def visit(items) -> bool:
@@ -62,7 +66,43 @@ def _edge_chars(pattern: str, last: bool) -> frozenset[str] | None:
             return False
         return True
 
-    return frozenset(chars) if visit(list(_parser.parse(pattern))) else None
+    return frozenset(chars) if visit(list(items)) else None
+
+
+def _single_character_affixes(pattern: str, last: bool) -> frozenset[str]:
+    """Characters that are, wherever they begin (prefix) or end (suffix) a string, exactly a
+    one-character affix of it, whatever else the string holds; read off the parsed expression
+    (conservatively: a character any other alternative might concern is left out)."""
+    from re import _parser
+
+    tree = [item for item in _parser.parse(pattern) if str(item[0]) != "AT"]
+    branches = tree[0][1][1] if len(tree) == 1 and str(tree[0][0]) == "BRANCH" else [tree]
+    found: set[str] = set()
+    if not last:  # a prefix: the first alternative that can begin with c must be c alone
+        decided: set[str] = set()
+        for branch in branches:
+            chars = _edge_chars_of(branch, last)
+            if chars is None:
+                break
+            body = [item for item in branch if str(item[0]) != "AT"]
+            if len(body) == 1 and str(body[0][0]) in ("LITERAL", "IN"):
+                found.update(chars - decided)
+            decided |= chars
+        return frozenset(found)
+    # a suffix: every alternative that can end with c is one character wide, one of them bare
+    widest: dict[str, int] = {}
+    for branch in branches:
+        chars = _edge_chars_of(branch, last)
+        if chars is None:
+            return frozenset()
+        width = branch.getwidth()[1]
+        body = [item for item in branch if str(item[0]) != "AT"]
+        bare = len(body) == 1 and str(body[0][0]) in ("LITERAL", "IN")
+        for c in chars:
+            widest[c] = max(widest.get(c, 0), width)
+            if bare and width == 1:
+                found.add(c)
+    return frozenset(c for c in found if widest[c] == 1)
 
 
 def _char_class(chars: frozenset[str]) -> str:
@@ -93,6 +133,8 @@ class EnglishTokenizer:
         # Characters an affix can begin / end with: most chunks skip the expressions altogether.
         self._prefix_first = _edge_chars(rules["prefix"], last=False)
         self._suffix_last = _edge_chars(rules["suffix"], last=True)
+        self._prefix_one = _single_character_affixes(rules["prefix"], last=False)
+        self._suffix_one = _single_character_affixes(rules["suffix"], last=True)
         infix_first = _edge_chars(rules["infix"], last=False)
         # Where an infix can begin (a match consumes its first character from this set): the
         # expression is tried only there, which is what makes long markup chunks cheap.
@@ -161,8 +203,8 @@ class EnglishTokenizer:
         """spaCy's ``_split_affixes`` then ``_attach_tokens`` for one chunk (the affix tests are
         ``_prefix_len`` / ``_suffix_len`` written out: this loop runs for every new chunk)."""
         special = self.specials if specials else {}
-        prefix_first, prefix_match = self._prefix_first, self._prefix
-        suffix_last, suffix_search = self._suffix_last, self._suffix.search
+        prefix_first, prefix_match, prefix_one = self._prefix_first, self._prefix, self._prefix_one
+        suffix_last, suffix_search, suffix_one = self._suffix_last, self._suffix.search, self._suffix_one
         prefixes: list[str] = []
         suffixes: list[str] = []
         last_size = 0
@@ -171,7 +213,9 @@ class EnglishTokenizer:
                 break
             last_size = len(string)
             pre_len = 0
-            if prefix_first is None or string[0] in prefix_first:
+            if string[0] in prefix_one:
+                pre_len = 1
+            elif prefix_first is None or string[0] in prefix_first:
                 match = prefix_match(string)
                 pre_len = match.end() if match else 0
             if pre_len:
@@ -182,7 +226,9 @@ class EnglishTokenizer:
                     break
             suf_len = 0
             rest = string[pre_len:] if pre_len else string
-            if rest and (suffix_last is None or rest[-1] in suffix_last):
+            if rest and rest[-1] in suffix_one:
+                suf_len = 1
+            elif rest and (suffix_last is None or rest[-1] in suffix_last):
                 match = suffix_search(rest, 0 if rest.endswith("..") else max(0, len(rest) - 5))
                 suf_len = match.end() - match.start() if match else 0
             if suf_len:
