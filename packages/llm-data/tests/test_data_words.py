@@ -94,3 +94,18 @@ def test_a_small_cache_gives_the_same_words(monkeypatch, wikitext):
     small = EnglishTokenizer(load_rules())
     for text in wikitext[:20]:
         assert small.words(text) == english_tokenizer().words(text)
+
+
+def test_one_character_affixes_are_what_the_expressions_say():
+    tokenizer = english_tokenizer()
+    assert "(" in tokenizer._prefix_one and ")" in tokenizer._suffix_one
+    assert "." not in tokenizer._prefix_one and "." not in tokenizer._suffix_one  # "..." is one affix
+    assert "+" not in tokenizer._prefix_one  # "+" only before a non-digit
+    contexts = ["a", "Z", "7", "..", "'s", "$", "km", "''", "Dr"]
+    for c in sorted(tokenizer._prefix_one):
+        for rest in contexts:
+            assert tokenizer._prefix(c + rest).end() == 1, (c, rest)
+    for c in sorted(tokenizer._suffix_one):
+        for before in contexts:
+            match = tokenizer._suffix.search(before + c)
+            assert match and match.end() - match.start() == 1, (before, c)
