@@ -28,7 +28,7 @@ precision / recall (over all pairs sharing a cluster: chaining lowers the precis
 precision (removed documents at >= 0.8 to the one kept for them); residual pairs (true pairs
 left with both documents kept).
 
-    uv run python tools/bench_dedup.py --docs 10000 --repeats 3 --full-docs 100000 --full-repeats 1
+    uv run python tools/bench_dedup.py --docs 10000 --repeats 3 --full-docs 100000 --full-repeats 2
 """
 
 from __future__ import annotations
@@ -293,11 +293,14 @@ def score(run: dict, folder: Path, docs: int) -> dict:
             "residual_pairs": s.residual_pairs, "true_pairs": s.true_pairs, "predicted_pairs": s.predicted_pairs}
 
 
-def bench(docs: int, systems: list[str], repeats: int, work: Path, seed: int, workers: int) -> dict:
+def bench(docs: int, systems: list[str], repeats: int, work: Path, seed: int, workers: int,
+          once: frozenset[str] = frozenset()) -> dict:
     folder = corpus_dir(work, docs, seed)
     runs: dict[str, list[dict]] = {s: [] for s in systems}
     for r in range(repeats):  # alternating: machine noise hits every system alike
         for system in systems:
+            if r and system in once:
+                continue
             runs[system].append(measure(system, folder, work, workers))
             print(f"  {docs:>7} {system:<16} run {r + 1}: {runs[system][-1]['seconds']:.1f} s, "
                   f"{runs[system][-1]['peak_rss_mb']:.0f} MiB", flush=True)
@@ -337,6 +340,7 @@ def main() -> None:
     parser.add_argument("--full-docs", type=int, default=100_000, help="second size (0: skip)")
     parser.add_argument("--full-repeats", type=int, default=1)
     parser.add_argument("--full-systems", default="ours,ours_star,datasketch_bulk")
+    parser.add_argument("--once", default="", help="systems run only once at --docs (the slow peers)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per system")
     parser.add_argument("--seed", type=int, default=2024, help="corpus seed")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "bench_dedup"))
@@ -354,7 +358,7 @@ def main() -> None:
                                             "shards": SHARDS, "workers": args.workers, "seed": args.seed},
                "sizes": {}}
     results["sizes"][str(args.docs)] = bench(args.docs, args.systems.split(","), args.repeats, work, args.seed,
-                                             args.workers)
+                                             args.workers, frozenset(filter(None, args.once.split(","))))
     if args.full_docs:
         results["sizes"][str(args.full_docs)] = bench(args.full_docs, args.full_systems.split(","),
                                                       args.full_repeats, work, args.seed, args.workers)
