@@ -3,9 +3,10 @@
 Corpus, built here from offline real text with a seed: documents of 100-400 words assembled from
 real sentences (gensim's bundled Lee news corpus and Wikipedia sample), 10% of them near-duplicates
 of another document, edited until the exact word-5-gram Jaccard falls to a target drawn from
-0.5-1.0. Ground truth: every pair at Jaccard >= 0.8, found exactly over all pairs
-(``llm_dedup.evaluation.exact_duplicate_pairs``), not only the injected ones. The tests use other
-corpora (other seeds, sizes and duplicate shares).
+0.5-1.0; an original gets 1 to ``--max-copies`` (3) such copies, so buckets of three or more
+documents hold pairs above and below the threshold side by side. Ground truth: every pair at
+Jaccard >= 0.8, found exactly over all pairs (``llm_dedup.evaluation.exact_duplicate_pairs``), not
+only the injected ones. The tests use other corpora (other seeds, sizes and duplicate shares).
 
 Every system gets the same word 5-gram shingles, num_perm and bands x rows: those llm-dedup picks
 for a recall target (a pair at Jaccard 0.8 becomes a candidate with probability 0.99). Each runs
@@ -22,13 +23,15 @@ Systems:
   datatrove       its four-step MinHash pipeline (LocalPipelineExecutor), its own normalization and
                   spaCy word tokenizer
 
-Columns: candidates per document (pairs the LSH step hands on); pair precision (of the pairs the
-system declares duplicates itself: our verified pairs, datasketch's query results); cluster-pair
-precision / recall (over all pairs sharing a cluster: chaining lowers the precision); removal
+Columns: candidates per document (pairs the LSH step hands on); pair precision / recall (of the
+pairs the system declares duplicates itself: our verified pairs, datasketch's query results);
+cluster-pair precision / recall (over all pairs sharing a cluster: chaining lowers the precision); removal
 precision (removed documents at >= 0.8 to the one kept for them); residual pairs (true pairs
 left with both documents kept).
 
-    uv run python tools/bench_dedup.py --docs 10000 --repeats 3 --full-docs 100000 --full-repeats 2
+    uv sync --compile-bytecode
+    uv run python tools/bench_dedup.py --docs 10000 --repeats 3 --once datasketch,datatrove \
+        --full-docs 100000 --full-repeats 2
 """
 
 from __future__ import annotations
@@ -71,15 +74,16 @@ def bands_rows() -> tuple[int, int]:
 # -- corpus ------------------------------------------------------------------------------------
 
 
-def corpus_dir(work: Path, docs: int, seed: int) -> Path:
+def corpus_dir(work: Path, docs: int, seed: int, max_copies: int) -> Path:
     """Generate (once) ``docs`` documents as JSONL shards, plus the exact pairs at >= THRESHOLD."""
     from llm_dedup.evaluation import exact_duplicate_pairs, gensim_sentences, near_duplicate_corpus
 
-    folder = work / f"corpus-{docs}-s{seed}"
+    folder = work / f"corpus-{docs}-s{seed}-c{max_copies}"
     if (folder / "truth.json").exists():
         return folder
     started = time.perf_counter()
-    corpus = near_duplicate_corpus(gensim_sentences(), docs, duplicate_fraction=0.1, seed=seed)
+    corpus = near_duplicate_corpus(gensim_sentences(), docs, duplicate_fraction=0.1, seed=seed,
+                                   max_copies=max_copies)
     (folder / "docs").mkdir(parents=True, exist_ok=True)
     per = -(-docs // SHARDS)
     for k in range(SHARDS):
@@ -283,19 +287,21 @@ def score(run: dict, folder: Path, docs: int) -> dict:
     truth = [(a, b) for a, b, _ in json.loads((folder / "truth.json").read_text())["pairs"]]
     s = score_dedup(run["clusters"], truth)
     true_set = set(truth)
-    pair_precision = None
+    pair_precision = pair_recall = None
     if run["pairs"] is not None:
-        pairs = [tuple(p) for p in run["pairs"]]
-        pair_precision = round(sum(p in true_set for p in pairs) / len(pairs), 4) if pairs else 1.0
+        pairs = {tuple(p) for p in run["pairs"]}
+        pair_precision = round(len(pairs & true_set) / len(pairs), 4) if pairs else 1.0
+        pair_recall = round(len(pairs & true_set) / len(true_set), 4) if true_set else 1.0
     return {"candidates_per_doc": round(run["candidates"] / docs, 3) if run["candidates"] is not None else None,
-            "pair_precision": pair_precision, "cluster_pair_precision": round(s.cluster_pair_precision, 4),
+            "pair_precision": pair_precision, "pair_recall": pair_recall,
+            "cluster_pair_precision": round(s.cluster_pair_precision, 4),
             "cluster_pair_recall": round(s.cluster_pair_recall, 4), "removal_precision": round(s.removal_precision, 4),
             "residual_pairs": s.residual_pairs, "true_pairs": s.true_pairs, "predicted_pairs": s.predicted_pairs}
 
 
-def bench(docs: int, systems: list[str], repeats: int, work: Path, seed: int, workers: int,
+def bench(docs: int, systems: list[str], repeats: int, work: Path, seed: int, workers: int, max_copies: int,
           once: frozenset[str] = frozenset()) -> dict:
-    folder = corpus_dir(work, docs, seed)
+    folder = corpus_dir(work, docs, seed, max_copies)
     runs: dict[str, list[dict]] = {s: [] for s in systems}
     for r in range(repeats):  # alternating: machine noise hits every system alike
         for system in systems:
@@ -318,8 +324,9 @@ def bench(docs: int, systems: list[str], repeats: int, work: Path, seed: int, wo
 
 COLUMNS = [("docs", "docs"), ("system", "system"), ("median_seconds", "median s"), ("docs_per_second", "docs/s"),
            ("ours_speedup", "ours vs it"), ("peak_rss_mb", "peak MiB"), ("candidates_per_doc", "cand./doc"),
-           ("pair_precision", "pair prec."), ("cluster_pair_precision", "cluster-pair prec."),
-           ("cluster_pair_recall", "recall"), ("removal_precision", "removal prec."), ("residual_pairs", "residual")]
+           ("pair_precision", "pair prec."), ("pair_recall", "pair recall"),
+           ("cluster_pair_precision", "cluster-pair prec."), ("cluster_pair_recall", "cluster-pair recall"),
+           ("removal_precision", "removal prec."), ("residual_pairs", "residual")]
 
 
 def markdown(results: dict) -> str:
@@ -343,6 +350,7 @@ def main() -> None:
     parser.add_argument("--once", default="", help="systems run only once at --docs (the slow peers)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per system")
     parser.add_argument("--seed", type=int, default=2024, help="corpus seed")
+    parser.add_argument("--max-copies", type=int, default=3, help="near-duplicates per original, at most")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "bench_dedup"))
     parser.add_argument("--out", default="bench_dedup.json")
     args = parser.parse_args()
@@ -355,13 +363,16 @@ def main() -> None:
           f"{args.workers} worker(s) per system", flush=True)
     results = {"machine": cpu, "settings": {"num_perm": NUM_PERM, "bands": bands, "rows": rows, "ngram": NGRAM,
                                             "threshold": THRESHOLD, "recall_target": RECALL_TARGET,
-                                            "shards": SHARDS, "workers": args.workers, "seed": args.seed},
+                                            "shards": SHARDS, "workers": args.workers, "seed": args.seed,
+                                            "max_copies": args.max_copies},
                "sizes": {}}
     results["sizes"][str(args.docs)] = bench(args.docs, args.systems.split(","), args.repeats, work, args.seed,
-                                             args.workers, frozenset(filter(None, args.once.split(","))))
+                                             args.workers, args.max_copies,
+                                             frozenset(filter(None, args.once.split(","))))
     if args.full_docs:
         results["sizes"][str(args.full_docs)] = bench(args.full_docs, args.full_systems.split(","),
-                                                      args.full_repeats, work, args.seed, args.workers)
+                                                      args.full_repeats, work, args.seed, args.workers,
+                                                      args.max_copies)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(markdown(results))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from llm_dedup.evaluation import exact_duplicate_pairs, jaccard, score_dedup, shingle_set
+from llm_dedup.evaluation import exact_duplicate_pairs, jaccard, near_duplicate_corpus, score_dedup, shingle_set
 
 
 def test_exact_duplicate_pairs_equal_brute_force(corpus):
@@ -23,3 +23,15 @@ def test_score_dedup():
     scores = score_dedup([[0, 1, 2, 3]], truth)  # 3 chained in: 3 of 6 cluster pairs wrong; (5, 6) left
     assert scores.cluster_pair_precision == 0.5 and scores.cluster_pair_recall == 0.75
     assert scores.removal_precision == 2 / 3 and scores.residual_pairs == 1
+
+
+def test_several_copies_of_one_original(sentences):
+    corpus = near_duplicate_corpus(sentences, 300, duplicate_fraction=0.3, seed=5, max_copies=3, max_words=150)
+    copies_of: dict[int, int] = {}
+    for original, _, _ in corpus.pairs:
+        copies_of[original] = copies_of.get(original, 0) + 1
+    assert len(corpus.pairs) == 90 and max(copies_of.values()) == 3 and min(copies_of.values()) >= 1
+    sets = [shingle_set(t) for t in corpus.texts]
+    for original, copy, similarity in corpus.pairs:
+        assert abs(jaccard(sets[original], sets[copy]) - similarity) < 1e-9
+    assert not set(copies_of) & {copy for _, copy, _ in corpus.pairs}, "copies are made of originals only"

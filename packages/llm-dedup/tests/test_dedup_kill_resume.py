@@ -12,7 +12,7 @@ from dedup_helpers import read_ids, write_shards
 from llm_core.testing import kill_run_after_shards, run_command
 from llm_dedup.evaluation import near_duplicate_corpus
 
-BANDS = 64  # one shard per band: many small resumable tasks
+BANDS = 32  # one shard per band: many small resumable tasks
 
 RECIPE = textwrap.dedent("""
     name = "minhash-kill"
@@ -24,7 +24,7 @@ RECIPE = textwrap.dedent("""
     name = "signatures"
     kind = "minhash_signatures"
     inputs = { documents = "DOCS" }
-    num_perm = 256
+    num_perm = 128
     bands = BANDS
     rows = 4
     [[stages]]
@@ -43,7 +43,7 @@ RECIPE = textwrap.dedent("""
 
 
 def test_sigkill_during_bucket_step_then_resume(sentences, tmp_path):
-    corpus = near_duplicate_corpus(sentences, 12_000, duplicate_fraction=0.2, seed=11)
+    corpus = near_duplicate_corpus(sentences, 2_000, duplicate_fraction=0.2, seed=11)
     folder = write_shards(tmp_path / "docs", corpus.texts, 4)
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(RECIPE.replace("DOCS", str(folder)))

@@ -63,11 +63,20 @@ class NearDuplicateCorpus:
 
 def near_duplicate_corpus(sentences: Sequence[str], num_docs: int, duplicate_fraction: float = 0.1,
                           similarity_range: tuple[float, float] = (0.5, 1.0), min_words: int = 100,
-                          max_words: int = 400, ngram: int = 5, seed: int = 0) -> NearDuplicateCorpus:
+                          max_words: int = 400, ngram: int = 5, seed: int = 0,
+                          max_copies: int = 1) -> NearDuplicateCorpus:
     """``num_docs`` documents; ``duplicate_fraction`` of them are near-duplicates of another one,
-    at exact Jaccard similarities spread over ``similarity_range``, placed at random positions."""
+    at exact Jaccard similarities spread over ``similarity_range``, placed at random positions.
+
+    With ``max_copies`` 1, each original gets at most one near-duplicate, so every similarity in
+    the corpus is one that was controlled. With more, an original gets 1 to ``max_copies`` edited
+    copies, each at its own target similarity to it; the copies' similarities to each other are
+    not controlled (only ``exact_duplicate_pairs`` knows them), and their LSH buckets hold three
+    or more documents, where some pairs of a bucket pass verification and others fail."""
     if not 0 <= duplicate_fraction <= 0.5:
         raise ValueError(f"duplicate_fraction must be in [0, 0.5], got {duplicate_fraction}")
+    if max_copies < 1:
+        raise ValueError(f"max_copies must be at least 1, got {max_copies}")
     rng = random.Random(seed)
     vocabulary = sorted({w for s in sentences[:5000] for w in s.split()})
     num_dups = int(num_docs * duplicate_fraction)
@@ -78,9 +87,8 @@ def near_duplicate_corpus(sentences: Sequence[str], num_docs: int, duplicate_fra
     original_slots, duplicate_slots = slots[:len(originals)], slots[len(originals):]
     for slot, sentence_list in zip(original_slots, originals, strict=True):
         texts[slot] = " ".join(sentence_list)
-    # Each original gets at most one near-duplicate, so that every similarity in the corpus is one
-    # that was controlled (two edits of one original could be at any similarity to each other).
-    sources = rng.sample(range(len(originals)), len(duplicate_slots))
+    sources = (rng.sample(range(len(originals)), len(duplicate_slots)) if max_copies == 1
+               else _copy_sources(len(originals), len(duplicate_slots), max_copies, rng))
     pairs = []
     for slot, source in zip(duplicate_slots, sources, strict=True):
         target = rng.uniform(*similarity_range)
@@ -88,6 +96,16 @@ def near_duplicate_corpus(sentences: Sequence[str], num_docs: int, duplicate_fra
         texts[slot] = text
         pairs.append((original_slots[source], slot, similarity))
     return NearDuplicateCorpus([t or "" for t in texts], pairs)
+
+
+def _copy_sources(num_originals: int, num_copies: int, max_copies: int, rng: random.Random) -> list[int]:
+    """The original of each copy: originals in random order, each copied 1 to ``max_copies`` times."""
+    sources: list[int] = []
+    for original in rng.sample(range(num_originals), num_originals):
+        if len(sources) >= num_copies:
+            break
+        sources += [original] * rng.randint(1, max_copies)
+    return sources[:num_copies]
 
 
 def _assemble(sentences: Sequence[str], rng: random.Random, min_words: int, max_words: int) -> list[str]:
