@@ -96,7 +96,7 @@ def test_near_duplicate_text_stage_writes_corpus_and_truth(host, tmp_path):
                                    for i in range(300)))
     recipe = {"name": "corpus", "seed": 5, "executor": {"kind": "local", "workers": 1},
               "stages": [{"name": "generate", "kind": "near_duplicate_text", "num_docs": 40, "num_shards": 2,
-                          "duplicate_fraction": 0.25, "min_words": 30, "max_words": 60,
+                          "duplicate_fraction": 0.25, "min_words": 30, "max_words": 60, "max_copies": 2,
                           "sentences": str(sentences)}]}
     run_recipe(host, recipe, tmp_path / "run")
     docs = {}
@@ -104,6 +104,7 @@ def test_near_duplicate_text_stage_writes_corpus_and_truth(host, tmp_path):
         docs.update((r["id"], r["text"]) for r in map(json.loads, f.read_text().splitlines()))
     truth = [json.loads(line) for line in (tmp_path / "run" / "generate" / "truth.jsonl").read_text().splitlines()]
     assert len(docs) == 40 and len(truth) == 10
+    assert len({pair["original"] for pair in truth}) < 10, "some original got two copies"
     from llm_dedup.evaluation import jaccard, shingle_set
 
     for pair in truth:
