@@ -31,6 +31,7 @@ import json
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -212,13 +213,13 @@ def per_filter_agreement(source: Path) -> tuple[dict[str, dict], collections.Cou
     return report, kinds
 
 
-def peak_memory_mb(source: Path) -> float:
+def peak_memory_mb(source: Path, out_dir: Path) -> float:
     """Peak RSS of a fresh process running our chain over ``source`` (its own VmHWM)."""
-    code = ("import sys, pathlib, tempfile; sys.path.insert(0, 'tools'); import bench_data as b; "
-            "b.run_ours(pathlib.Path(sys.argv[1]), pathlib.Path(tempfile.mkdtemp())); "
+    code = ("import sys, pathlib; sys.path.insert(0, 'tools'); import bench_data as b; "
+            "b.run_ours(pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])); "
             "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
-    done = subprocess.run([sys.executable, "-c", code, str(source)], check=True, capture_output=True, text=True,
-                          cwd=Path(__file__).parent.parent)
+    done = subprocess.run([sys.executable, "-c", code, str(source), str(out_dir)], check=True, capture_output=True,
+                          text=True, cwd=Path(__file__).parent.parent)
     return int(done.stdout.split()[-1]) / 1024
 
 
@@ -264,6 +265,15 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(tempfile.mkdtemp(prefix="bench-data-"))
+    try:
+        result = run_all(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result, indent=1))
+    print(markdown(result))
+
+
+def run_all(args: argparse.Namespace, work: Path) -> dict:
     cpu = cpu_info()
     print(f"CPU: {cpu['model']}, {cpu['cores']} cores, avx2={cpu['avx2']}, avx512f={cpu['avx512f']}", flush=True)
     paths = corpora(work, args.sections, args.seed)
@@ -282,10 +292,9 @@ def main() -> None:
     result["disagreements"] = [{"corpus": c, "filter": f, "llm_data": o, "datatrove": t, "count": n}
                                for (c, f, o, t), n in sorted(all_kinds.items())]
     if not args.skip_memory:
-        result["peak_rss_mb"] = {"1x": round(peak_memory_mb(paths["raw"]), 1),
-                                 "4x": round(peak_memory_mb(paths["raw_x4"]), 1)}
-    print(json.dumps(result, indent=1))
-    print(markdown(result))
+        result["peak_rss_mb"] = {"1x": round(peak_memory_mb(paths["raw"], work / "memory-1x"), 1),
+                                 "4x": round(peak_memory_mb(paths["raw_x4"], work / "memory-4x"), 1)}
+    return result
 
 
 def markdown(result: dict) -> str:
