@@ -59,12 +59,13 @@ def build(size: str):
 def train_runner(library: str, model, batch: int):
     """A function doing one optimizer step; returns the tokens it trained on."""
     from llm_core.builtins.losses import cross_entropy
+    from llm_core.specs import OptimizerSpec
     from llm_torch.engine import TorchEngine
 
     ids = torch.randint(0, model.config.vocab_size, (batch, SEQ_LEN + 1), generator=torch.Generator().manual_seed(1))
     inputs, labels = ids[:, :-1], ids[:, 1:]
     if library == "llm-torch":
-        engine = TorchEngine(model=model, lr=1e-4, grad_clip=1.0)
+        engine = TorchEngine(model, optimizer=OptimizerSpec(lr=1e-4, grad_clip=1.0))
 
         def step() -> int:
             engine.train_step({"input_ids": inputs, "labels": labels}, cross_entropy)
