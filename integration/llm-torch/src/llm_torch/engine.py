@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from llm_core.engines import EngineRequest, Weights
+from llm_core.engines import ContextParallelAttention, EngineRequest, Weights
 from llm_core.specs import OptimizerSpec, SamplingSpec
 from llm_core.types import Sample
 from llm_torch import hf, sampler
@@ -52,7 +52,7 @@ class TorchEngine:
 
     def __init__(self, model: LlamaModel, tokenizer: TextTokenizer | None = None, *,
                  optimizer: OptimizerSpec | None = None, total_steps: int = 1, device: str = "cpu",
-                 precision: str = "fp32", seed: int = 0):
+                 precision: str = "fp32", seed: int = 0, context_parallel: ContextParallelAttention | None = None):
         torch.manual_seed(seed)
         self.device = resolve_device(device)
         self.precision = precision
@@ -70,7 +70,14 @@ class TorchEngine:
         else:
             self.model.requires_grad_(False).eval()
         self._trainer_model: torch.nn.Module = self.model
-        if _distributed() and optimizer is not None:
+        self.context_parallel = context_parallel
+        if context_parallel is not None:  # every process holds the whole model and a share of each sequence
+            if not _distributed():
+                raise ValueError("context_parallel shards sequences across a process group: run with processes > 1 "
+                                 "(torchrun), after torch.distributed.init_process_group")
+            for tensor in self.model.state_dict().values():
+                torch.distributed.broadcast(tensor, 0)  # identical replicas, as DDP would make them
+        elif _distributed() and optimizer is not None:
             from torch.nn.parallel import DistributedDataParallel
 
             self._trainer_model = DistributedDataParallel(self.model)
@@ -84,8 +91,11 @@ class TorchEngine:
             model, tokenizer = hf.load_checkpoint(request.checkpoint, value_head=request.value_head or None)
             if request.tokenizer is not None:
                 tokenizer = TextTokenizer.load(request.tokenizer)
-            if request.max_seq_len and request.max_seq_len > model.config.max_seq_len:
-                model.config.max_seq_len = request.max_seq_len  # trained longer: the config says so
+            # Trained longer: the config says so (except for dynamic NTK, whose max_position_embeddings
+            # is the length it starts scaling from).
+            dynamic = model.rotary.scaling is not None and model.rotary.scaling.dynamic
+            if request.max_seq_len and request.max_seq_len > model.config.max_seq_len and not dynamic:
+                model.config.max_seq_len = request.max_seq_len
         else:
             tokenizer = TextTokenizer.load(request.tokenizer)
             config = ModelConfig(vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
@@ -98,7 +108,8 @@ class TorchEngine:
         if request.precision_recipe is not None:  # before the optimizer: it keeps the same parameters
             request.precision_recipe.apply(model)
         return cls(model, tokenizer, optimizer=request.optimizer, total_steps=request.total_steps,
-                   device=request.device, precision=request.precision, seed=request.seed)
+                   device=request.device, precision=request.precision, seed=request.seed,
+                   context_parallel=request.context_parallel)
 
     @property
     def is_main(self) -> bool:
@@ -170,7 +181,9 @@ class TorchEngine:
     def forward_backward(self, batch: Mapping[str, Any], loss_fn: Callable[..., Any], scale: float = 1.0,
                          sync: bool = True) -> dict[str, float]:
         """Loss and gradients of one micro-batch, gradients scaled by ``scale`` and accumulated."""
-        tensors = self.prepare(batch)
+        tensors, shard, weight = self.prepare(batch), {}, 1.0
+        if self.context_parallel is not None:
+            tensors, shard, weight = self._sequence_shard(tensors)
         self._trainer_model.train()
         no_sync = getattr(self._trainer_model, "no_sync", None)
         context = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
@@ -178,18 +191,18 @@ class TorchEngine:
             logprobs = None
             with self._autocast():
                 if self._label_logprobs_only(loss_fn):  # no (B, T, V) logits at all (llm_torch.logprobs)
-                    states = self.model.hidden(tensors["input_ids"])
+                    states = self.model.hidden(tensors["input_ids"], **shard)
                     logits = None
                     values = self.model.values(states) if self.model.value_head is not None else None
                     logprobs = lambda: label_logprobs(states, self.model.lm_head.weight, tensors["labels"])  # noqa: E731
                 elif self.model.value_head is None:
-                    logits, values = self._trainer_model(tensors["input_ids"]), None
+                    logits, values = self._trainer_model(tensors["input_ids"], **shard), None
                 else:  # logits and values from one pass over the backbone
-                    states = self.model.hidden(tensors["input_ids"])
+                    states = self.model.hidden(tensors["input_ids"], **shard)
                     logits, values = self.model.lm_head(states), self.model.values(states)
             loss, metrics = call_loss(loss_fn, logits, tensors, values, logprobs)
-            (loss * scale).backward()
-        metrics["loss"] = float(loss.detach())
+            (loss * weight * scale).backward()
+        metrics["loss"] = float(loss.detach()) * weight
         metrics["tokens"] = int((tensors["labels"] != IGNORE_INDEX).sum())
         return metrics
 
@@ -200,6 +213,32 @@ class TorchEngine:
         wants_logits = any(p.name == "logits" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
         return not wants_logits and self.precision == "fp32" and self._trainer_model is self.model
 
+    def _sequence_shard(self, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any],
+                                                                         float]:
+        """This process's positions of every sequence (context parallelism), the model arguments
+        that say so, and the loss weight that makes the processes' mean the whole batch's loss.
+
+        The loss of a shard is a mean over its own label tokens; weighting it by world x (its
+        tokens / all tokens) makes the mean over processes, and the averaged gradients, those of
+        the mean over every token (exact for token-mean losses such as cross-entropy)."""
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        length = tensors["input_ids"].shape[1]
+        padded = -(-length // self.context_parallel.multiple(world)) * self.context_parallel.multiple(world)
+        positions = self.context_parallel.positions(padded, rank, world).to(self.device)
+        fills = {"input_ids": self.tokenizer.pad_id if self.tokenizer else 0, "labels": IGNORE_INDEX}
+        shard = {}
+        for key, value in tensors.items():  # padding at the end changes nothing before it (causal)
+            if value.dim() >= 2 and value.shape[1] == length:
+                value = torch.nn.functional.pad(value, (0, padded - length), value=fills.get(key, 0))[:, positions]
+            shard[key] = value
+        counts = torch.tensor([float((shard["labels"] != IGNORE_INDEX).sum())], dtype=torch.float64,
+                              device=self.device)
+        total = counts.clone()
+        torch.distributed.all_reduce(total)
+        weight = world * float(counts) / max(float(total), 1.0)
+        return shard, {"positions": positions.expand(shard["input_ids"].shape[0], -1),
+                       "attend": self.context_parallel.attention}, weight
+
     def optimizer_step(self) -> dict[str, float]:
         """Clip, step AdamW at the scheduled learning rate, zero the gradients."""
         if self.optimizer is None:
@@ -208,6 +247,8 @@ class TorchEngine:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.context_parallel is not None:
+            _average_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -336,6 +377,17 @@ class TorchEngine:
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average gradients over the process group in one flat message (what DDP does, unbucketed)."""
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.grad.numel()].view_as(p.grad))
+        offset += p.grad.numel()
 
 
 def _mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:

