@@ -88,7 +88,8 @@ def test_unknown_or_bad_rope_parameters_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"config.json: rope_parameters.rope_type 'warp' is not a registered"):
         hf.load_checkpoint(str(tmp_path))
     config_json.write_text(text.replace('"original_max_position_embeddings"', '"original_max_positions"'))
-    with pytest.raises(ValueError, match=r"config.json: rope_type 'yarn': rope_parameters.original_max_position_embeddings: Field required; "
-                       r"rope_parameters.original_max_positions: unknown option; did you mean "
-                       r"'original_max_position_embeddings'\?"):
+    expected = (r"config.json: rope_type 'yarn': rope_parameters.original_max_position_embeddings: Field required; "
+                r"rope_parameters.original_max_positions: unknown option; did you mean "
+                r"'original_max_position_embeddings'\?")
+    with pytest.raises(ValueError, match=expected):
         hf.load_checkpoint(str(tmp_path))

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from llm_core.config import Config
-from llm_core.refs import CallbackRef, LossRef
+from llm_core.refs import CallbackRef, ContextExtensionRef, LossRef
 from llm_core.specs import DecontaminateSpec, EngineSpec, ModelShape, OptimizerSpec
 
 
@@ -34,6 +34,9 @@ class TrainingConfig(Config):
                                     "completes; by default it is removed, the checkpoint stays")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (per process); default: torch's")
     processes: int = Field(1, ge=1, description="data-parallel processes under torchrun (DDP; gloo on CPU)")
+    context_parallel: ContextExtensionRef | None = Field(
+        None, description="shard every sequence across the processes with this registered attention "
+        "(e.g. 'ring_attention' from llm-longctx) instead of splitting the batch; null: data parallel")
     curves: bool = Field(True, description="draw curves.png (loss over steps) when the stage ends")
 
 

@@ -24,7 +24,7 @@ from llm_core.threads import limit_threads
 from llm_core.types import Conversation, StageResult
 from llm_torch.configs import SftConfig
 from llm_torch.distributed import is_main, rank_and_world
-from llm_torch.stages import run_in_processes, train
+from llm_torch.stages import context_parallel, run_in_processes, train
 from llm_torch.tokenizer import TextTokenizer
 
 
@@ -66,10 +66,11 @@ class SftStage:
                 return run_in_processes(ctx, c)
             steps = c.epochs * math.ceil(len(examples) / c.batch_size) if c.epochs else c.steps
             engine = ctx.train_engine(c.engine, checkpoint=checkpoint, chat_template=template,
-                                      max_seq_len=c.seq_len, optimizer=c.optimizer, total_steps=steps)
+                                      max_seq_len=c.seq_len, optimizer=c.optimizer, total_steps=steps,
+                                      context_parallel=context_parallel(ctx, c))
             if is_main():
                 ctx.log_metrics({"conversations": len(examples) + len(rejects), "rejected": len(rejects)})
-            rank, world = rank_and_world()
+            rank, world = (0, 1) if c.context_parallel is not None else rank_and_world()  # CP: all rows
 
             def batch_for_step(step: int) -> dict[str, Any]:
                 order = epoch_order(len(examples), ctx.seed, step, c.batch_size)[rank::world]

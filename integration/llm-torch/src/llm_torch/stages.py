@@ -16,7 +16,7 @@ from typing import Any
 from llm_core import tokens
 from llm_core.artifacts import exists, join
 from llm_core.data_io import RejectLog, list_sources
-from llm_core.engines import TrainEngine
+from llm_core.engines import ContextParallelAttention, TrainEngine
 from llm_core.plots import plot_training_curves
 from llm_core.specs import ModelShape
 from llm_core.stage import StageContext
@@ -109,8 +109,11 @@ def run_in_processes(ctx: StageContext, config: TrainingConfig) -> StageResult:
                        artifacts={"checkpoint": checkpoint})
 
 
-def rank_rows(source: data.PackedBlocks | data.ReplayMix, batch_size: int) -> Callable[[int], dict[str, Any]]:
-    rank, world = rank_and_world()
+def rank_rows(source: data.PackedBlocks | data.ReplayMix, batch_size: int,
+              context_parallel: bool = False) -> Callable[[int], dict[str, Any]]:
+    """This process's rows of each step's batch: a share of them (data parallel), or all of them when
+    the engine shards every sequence across the processes instead (context parallel)."""
+    rank, world = (0, 1) if context_parallel else rank_and_world()
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} must be a multiple of processes ({world})")
     return lambda step: data.global_batch(source, step, batch_size, rank, world)
@@ -126,6 +129,17 @@ def model_size(shape: ModelShape, vocab_size: int, seq_len: int) -> dict[str, fl
     with torch.device("meta"):
         model = LlamaModel(ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, **shape.model_dump()))
     return {"parameters": model.num_parameters(), "flops_per_token": model.flops_per_token(seq_len)}
+
+
+def context_parallel(ctx: StageContext, config: TrainingConfig) -> ContextParallelAttention | None:
+    """The attention that shards sequences across the processes, when the stage names one."""
+    if config.context_parallel is None:
+        return None
+    attention = config.context_parallel.build(ctx.registries)
+    if not isinstance(attention, ContextParallelAttention):
+        raise TypeError(f"stage {ctx.name!r}: context_parallel {config.context_parallel.name!r} is not a "
+                        "context-parallel attention (e.g. 'ring_attention' from llm-longctx)")
+    return attention
 
 
 class PretrainStage:
@@ -162,12 +176,13 @@ class PretrainStage:
             if c.processes > 1:
                 return run_in_processes(ctx, c)
             engine = ctx.train_engine(c.engine, model=c.model, tokenizer=tokenizer_uri, max_seq_len=c.seq_len,
-                                      optimizer=c.optimizer, total_steps=c.steps)
+                                      optimizer=c.optimizer, total_steps=c.steps,
+                                      context_parallel=context_parallel(ctx, c))
             blocks = data.PackedBlocks(tokens.TokenStream(token_folder), c.seq_len, ctx.seed)
             if is_main():
                 ctx.log_metrics({**model_size(c.model, tokenizer.vocab_size, c.seq_len),
                                  "train_tokens": len(blocks.stream)})
-            return train(ctx, engine, rank_rows(blocks, c.batch_size), c,
+            return train(ctx, engine, rank_rows(blocks, c.batch_size, c.context_parallel is not None), c,
                          {"stage": "pretrain", "peak_lr": c.optimizer.lr})
 
 
@@ -208,7 +223,8 @@ class MidtrainStage:
             if c.processes > 1:
                 return run_in_processes(ctx, c)
             engine = ctx.train_engine(c.engine, checkpoint=checkpoint, max_seq_len=c.seq_len,
-                                      optimizer=c.optimizer.model_copy(update={"lr": lr}), total_steps=c.steps)
+                                      optimizer=c.optimizer.model_copy(update={"lr": lr}), total_steps=c.steps,
+                                      context_parallel=context_parallel(ctx, c))
             new = data.PackedBlocks(tokens.TokenStream(new_tokens), c.seq_len, ctx.seed)
             replay = None
             if replay_tokens is not None:
@@ -219,4 +235,5 @@ class MidtrainStage:
             mix = data.ReplayMix(new, replay, c.replay_ratio, ctx.seed)
             if is_main():
                 ctx.log_metrics({"lr": lr, "replay_ratio": c.replay_ratio if replay else 0.0})
-            return train(ctx, engine, rank_rows(mix, c.batch_size), c, {"stage": "midtrain", "peak_lr": lr})
+            return train(ctx, engine, rank_rows(mix, c.batch_size, c.context_parallel is not None), c,
+                         {"stage": "midtrain", "peak_lr": lr})
