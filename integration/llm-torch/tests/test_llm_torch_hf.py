@@ -52,7 +52,9 @@ def test_transformers_checkpoint_imports_with_same_logits(tmp_path):
 @pytest.mark.parametrize("factor", [4.0])
 def test_rope_scaled_transformers_checkpoint_keeps_its_scaling(tmp_path, factor):
     """transformers 5 writes RoPE scaling as ``rope_parameters``; a linear x4 model imports scaled
-    (unscaled, its logits differed by about 6) and exports back in the same format."""
+    (unscaled, its logits differed by about 6) and exports back in the same format. The scaling is
+    a context extension from the registry (llm-longctx's ``linear``; its tests cover every type)."""
+    pytest.importorskip("llm_longctx")
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -71,6 +73,24 @@ def test_rope_scaled_transformers_checkpoint_keeps_its_scaling(tmp_path, factor)
     assert again.config.rope_parameters["rope_type"] == "linear"
     with torch.no_grad():
         assert (again(ids).logits - theirs(ids).logits).abs().max().item() <= 1e-4
+
+
+def test_plain_rope_needs_no_registry(tmp_path, monkeypatch):
+    """Plain RoPE (no rope_type) loads and exports without looking up any context extension."""
+    import llm_core.plugins
+
+    def no_registry():
+        raise AssertionError("plain RoPE looked up the registry")
+
+    monkeypatch.setattr(llm_core.plugins, "get_registries", no_registry)
+    torch.manual_seed(0)
+    model = LlamaModel(ModelConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                                   num_kv_heads=1))
+    hf.save_checkpoint(str(tmp_path), model, None)
+    loaded, _ = hf.load_checkpoint(str(tmp_path))
+    assert loaded.rotary.scaling is None
+    config = (tmp_path / "config.json").read_text()
+    assert '"rope_type": "default"' in config and '"rope_scaling": null' in config
 
 
 def test_checkpoint_errors_name_the_folder(tmp_path):

@@ -41,10 +41,10 @@ def reference_grads(q, k, v, grad_out):
     return {"out": out.detach(), "dq": leaves[0].grad, "dk": leaves[1].grad, "dv": leaves[2].grad}
 
 
-def check_ring(world, seq_len):
+def check_ring(world, seq_len, kernels=("flash", "math")):
     q, k, v, grad_out = inputs(seq_len)
     expected = reference_grads(q, k, v, grad_out)
-    cases = [{"layout": layout, "kernel": kernel} for layout, kernel in itertools.product(LAYOUTS, ("flash", "math"))]
+    cases = [{"layout": layout, "kernel": kernel} for layout, kernel in itertools.product(LAYOUTS, kernels)]
     per_rank = spawn(ring_attention_shards, world, cases, q, k, v, grad_out, timeout_s=300)
     for index, case in enumerate(cases):
         seen = torch.cat([per_rank[r][index]["positions"] for r in range(world)])
@@ -62,8 +62,8 @@ def test_ring_attention_equals_full_attention_on_two_processes():
 
 @pytest.mark.slow
 def test_ring_attention_equals_full_attention_on_four_processes():
-    """Four processes on a 2-core runner: about 30 s of process start-up, so marked slow."""
-    check_ring(world=4, seq_len=48)
+    """Four processes on two cores wait on each other at every ring step: marked slow."""
+    check_ring(world=4, seq_len=48, kernels=("auto",))
 
 
 @pytest.mark.parametrize("kernel", ["flash", "math"])

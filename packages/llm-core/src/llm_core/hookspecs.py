@@ -106,8 +106,11 @@ def register_precision_recipes(registry: Registry) -> None:
 
 @hookspec
 def register_context_extensions(registry: Registry) -> None:
-    """Register long-context methods (RoPE scaling PI / NTK / YaRN, ring attention). Called once
-    on first use. Return None."""
+    """Register long-context methods. ``factory(config)`` returns a ``llm_core.engines.RopeScaling``
+    (PI / NTK / YaRN..., registered under the ``rope_type`` that HF checkpoints name in
+    ``rope_parameters``, so that engines find it when they load one) or a
+    ``ContextParallelAttention`` (ring attention, named by a stage's ``context_parallel``). Called
+    once on first use. Return None."""
 
 
 @hookspec

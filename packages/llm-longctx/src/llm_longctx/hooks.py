@@ -36,3 +36,31 @@ def register_context_extensions(registry: Any) -> None:
 
     registry.add("ring_attention", ring_attention, config=RingAttentionConfig,
                  summary="context parallelism: ring attention over torch.distributed, zigzag / striped balance")
+
+
+@hookimpl
+def register_stages(registry: Any) -> None:
+    from llm_longctx.configs import ExtendContextConfig, LongDocumentsConfig, PositionPerplexityConfig
+
+    def long_documents(config: LongDocumentsConfig) -> Any:
+        from llm_longctx.documents import LongDocumentsStage
+
+        return LongDocumentsStage(config)
+
+    def extend_context(config: ExtendContextConfig) -> Any:
+        from llm_longctx.extend import ExtendContextStage
+
+        return ExtendContextStage(config)
+
+    def position_perplexity(config: PositionPerplexityConfig) -> Any:
+        from llm_longctx.perplexity import PositionPerplexityStage
+
+        return PositionPerplexityStage(config)
+
+    registry.add("long_documents", long_documents, config=LongDocumentsConfig,
+                 summary="seeded documents whose repeated statements need long-range recall (train, long, held out)")
+    registry.add("extend_context", extend_context, config=ExtendContextConfig, inputs=("checkpoint",),
+                 summary="give an HF checkpoint a registered RoPE scaling and a longer context (config.json)")
+    registry.add("position_perplexity", position_perplexity, config=PositionPerplexityConfig,
+                 inputs=("documents",), optional_inputs=("*",),
+                 summary="perplexity of named checkpoints on long documents by position bucket, with a plot")
