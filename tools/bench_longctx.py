@@ -155,14 +155,18 @@ def slowest(results: list[dict[str, float]]) -> dict[str, float]:
 
 
 def crossover(rows: list[tuple[int, float]], what: str) -> str:
-    """Where ring / full drops below 1 over the measured lengths."""
-    below = [length for length, ratio in rows if ratio < 1]
-    if not below:
+    """The measured length from which ring / full stays below 1 (ring attention wins from there on)."""
+    wins = [ratio < 1 for _, ratio in rows]
+    if not any(wins):
         return f"{what}: full attention wins at every measured length"
-    if below[0] == rows[0][0]:
-        return f"{what}: ring attention wins from the shortest measured length ({below[0]:,} tokens)"
-    previous = max(length for length, _ in rows if length < below[0])
-    return f"{what}: the crossover lies between {previous:,} and {below[0]:,} tokens"
+    if not wins[-1]:
+        won = ", ".join(f"{length:,}" for (length, _), won in zip(rows, wins, strict=True) if won)
+        return (f"{what}: ring attention wins at {won} tokens but not at the longest measured "
+                f"({rows[-1][0]:,}): no crossover in the measured range")
+    first = next(i for i in range(len(rows)) if all(wins[i:]))
+    if first == 0:
+        return f"{what}: ring attention wins at every measured length (from {rows[0][0]:,} tokens)"
+    return f"{what}: the crossover lies between {rows[first - 1][0]:,} and {rows[first][0]:,} tokens"
 
 
 def bench_attention(args: argparse.Namespace) -> None:
