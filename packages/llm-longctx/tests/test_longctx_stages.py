@@ -1,6 +1,7 @@
 """The recipe's own stages: long documents (each name stated twice, the same value), extend_context
 (a checkpoint that transformers and the embedded engine both read as scaled), position_perplexity
-(table, plot, short documents counted, malformed records kept); and the recipe validates."""
+(table, plot, short documents counted, malformed records kept); and the recipe validates, its
+probes (llm-eval's `long_context_probes`) fed every arm's checkpoint."""
 
 from __future__ import annotations
 
@@ -31,8 +32,11 @@ def test_the_recipe_validates():
     host = get_host()
     recipe = validate_recipe(load_recipe_file(RECIPE), host.registries, host)
     kinds = [s.kind for s in recipe.stages]
-    assert kinds == ["long_documents", "pretrain"] + ["extend_context"] * 3 + ["midtrain"] * 4 + ["position_perplexity"]
-    assert "long_context_probes" in RECIPE.read_text()  # the place llm-eval's probes go
+    assert kinds == (["long_documents", "pretrain"] + ["extend_context"] * 3 + ["midtrain"] * 4
+                     + ["position_perplexity", "long_context_probes"])
+    evaluations = [s for s in recipe.stages if s.kind in ("position_perplexity", "long_context_probes")]
+    perplexity, probes = ({k: v for k, v in s.inputs.items() if k != "documents"} for s in evaluations)
+    assert probes == perplexity  # the probes (llm-eval) see every arm the perplexity table does
 
 
 def test_long_documents_state_each_name_twice_with_one_value(tmp_path):
