@@ -10,6 +10,13 @@ doing the same work once, per library.
 
     uv run python tools/bench_torch.py                     # tiny and 135M shapes, 6 runs each
     uv run python tools/bench_torch.py --sizes tiny --runs 3
+
+The first lines name the CPU (model, vendor, vector flags), the ATen kernel level and the fp32
+matmul backend llm-torch chose for it (``LLMT_CPU_MATMUL`` overrides the choice); the last line
+gives the four ratios (train and generate at both shapes) that the README's targets refer to.
+To see an AVX2 machine's kernels on an AVX-512 one (an emulation: same cores and caches, only the
+instruction sets are limited), set ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+MKL_ENABLE_INSTRUCTIONS=AVX2`` before the command.
 """
 
 from __future__ import annotations
@@ -65,7 +72,8 @@ def train_runner(library: str, model, batch: int):
     ids = torch.randint(0, model.config.vocab_size, (batch, SEQ_LEN + 1), generator=torch.Generator().manual_seed(1))
     inputs, labels = ids[:, :-1], ids[:, 1:]
     if library == "llm-torch":
-        engine = TorchEngine(model, optimizer=OptimizerSpec(lr=1e-4, grad_clip=1.0))
+        engine = TorchEngine(model, optimizer=OptimizerSpec(lr=1e-4, grad_clip=1.0, schedule="constant"),
+                             total_steps=1_000_000)
 
         def step() -> int:
             engine.train_step({"input_ids": inputs, "labels": labels}, cross_entropy)
@@ -180,6 +188,33 @@ def build_one(library: str, size: str):
         attn_implementation="sdpa"))
 
 
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+EMULATION_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "LLMT_CPU_MATMUL")
+
+
+def describe_cpu() -> str:
+    """The CPU as the results depend on it: model, vendor, vector flags, kernels in use."""
+    import os
+    import platform
+
+    from llm_torch.linear import cpu_features, cpu_matmul_backend
+
+    vendor, flags = cpu_features()
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    except OSError:
+        pass
+    present = [flag for flag in VECTOR_FLAGS if flag in flags] or ["(flags unknown)"]
+    limits = [f"{name}={os.environ[name]}" for name in EMULATION_VARIABLES if name in os.environ]
+    return (f"CPU: {model} ({vendor or 'vendor unknown'}, {os.cpu_count()} logical CPUs); vector flags: "
+            f"{' '.join(present)}\n"
+            f"torch {torch.__version__}: ATen kernels {torch.backends.cpu.get_cpu_capability()}, "
+            f"llm-torch fp32 matmuls by {cpu_matmul_backend()}"
+            + (f"; limited by {' '.join(limits)}" if limits else ""))
+
+
 def main() -> None:
     global NEW_TOKENS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -194,6 +229,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     NEW_TOKENS = args.new_tokens
+    print(describe_cpu(), flush=True)
     results = []
     for size in args.sizes:
         for task in args.tasks:
@@ -216,6 +252,9 @@ def main() -> None:
             row["cpu_ratio"] = row["llm-torch"]["cpu_median"] / row["transformers"]["cpu_median"]
             results.append(row)
             print(format_row(row), flush=True)
+    if results:
+        print("ratios llm-torch / transformers (wall): " + ", ".join(
+            f"{row['size']} {row['task']} {row['ratio']:.2f}x" for row in results))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -71,3 +71,18 @@ def tiny_engine(make_engine):
 def make_texts():
     """The seeded corpus generator, for tests that write their own inputs."""
     return seeded_texts
+
+
+@pytest.fixture
+def matmul_backend(monkeypatch):
+    """``use("onednn" | "blas" | "auto")`` sets the fp32 CPU matmul backend for one test (through
+    ``LLMT_CPU_MATMUL``) and returns the one in effect; the process's own choice comes back after."""
+    from llm_torch.linear import BACKEND_VARIABLE, cpu_matmul_backend
+
+    def use(name: str) -> str:
+        monkeypatch.setenv(BACKEND_VARIABLE, name)
+        cpu_matmul_backend.cache_clear()
+        return cpu_matmul_backend()
+
+    yield use
+    cpu_matmul_backend.cache_clear()  # recomputed at the next call, after monkeypatch restores the variable

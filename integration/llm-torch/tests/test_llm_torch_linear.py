@@ -6,12 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llm_torch.linear import Linear, onednn_available
+from llm_torch.linear import Linear, choose_backend, cpu_features, onednn_available
 from llm_torch.model import LlamaModel, ModelConfig
 
 
+@pytest.mark.parametrize("backend", ["onednn", "blas"])
 @pytest.mark.parametrize("shape", [(5, 48), (3, 7, 48)])
-def test_linear_matches_f_linear_forward_and_backward(shape):
+def test_linear_matches_f_linear_forward_and_backward(shape, backend, matmul_backend):
+    in_effect = matmul_backend(backend)
     torch.manual_seed(0)
     layer = Linear(48, 80, bias=False)
     x = torch.randn(*shape, requires_grad=True)
@@ -20,8 +22,9 @@ def test_linear_matches_f_linear_forward_and_backward(shape):
     upstream = torch.randn(*shape[:-1], 80)
     out = layer(x)
     assert out.grad_fn is not None
-    if onednn_available():
-        assert type(out.grad_fn).__name__ == "_OneDNNLinearBackward"  # the fast path ran
+    assert in_effect == ("onednn" if backend == "onednn" and onednn_available() else "blas")
+    fast_path = type(out.grad_fn).__name__ == "_OneDNNLinearBackward"
+    assert fast_path == (in_effect == "onednn")
     (out * upstream).sum().backward()
     (F.linear(x_ref, weight_ref) * upstream).sum().backward()
     assert torch.allclose(out, F.linear(x_ref, weight_ref), rtol=1e-5, atol=1e-6)
@@ -38,3 +41,21 @@ def test_linear_falls_back_under_autocast_and_keeps_parameter_names():
     names = set(model.state_dict())
     assert "model.layers.0.self_attn.q_proj.weight" in names and "lm_head.weight" in names
     assert isinstance(model.lm_head, torch.nn.Linear)
+
+
+def test_backend_rule_per_cpu():
+    """oneDNN where it measured faster than MKL (AMD with AVX-512), the BLAS elsewhere."""
+    assert choose_backend("AuthenticAMD", frozenset({"avx2", "fma", "avx512f"})) == "onednn"
+    assert choose_backend("AuthenticAMD", frozenset({"avx2", "fma"})) == "blas"  # Zen 3
+    assert choose_backend("GenuineIntel", frozenset({"avx2", "fma", "avx512f"})) == "blas"
+    assert choose_backend("", frozenset()) == "blas"  # no /proc/cpuinfo
+    vendor, flags = cpu_features()  # this machine's, read once
+    assert isinstance(vendor, str) and isinstance(flags, frozenset)
+
+
+def test_backend_variable_overrides_the_rule_and_is_checked(matmul_backend):
+    assert matmul_backend("blas") == "blas"
+    rule = choose_backend(*cpu_features())
+    assert matmul_backend("auto") == (rule if onednn_available() else "blas")
+    with pytest.raises(ValueError, match="LLMT_CPU_MATMUL='mkl': use onednn, blas or auto"):
+        matmul_backend("mkl")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from llm_core.specs import SamplingSpec
@@ -18,7 +19,9 @@ def _teacher_forced(engine, prompt, completion):
     return logprobs.gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
 
 
-def test_sampled_logprobs_equal_a_teacher_forced_pass(tiny_engine):
+@pytest.mark.parametrize("backend", ["onednn", "blas"])  # both CPU matmul paths, whichever this CPU picks
+def test_sampled_logprobs_equal_a_teacher_forced_pass(tiny_engine, backend, matmul_backend):
+    matmul_backend(backend)
     prompts = [[5, 17, 42], [8], [3, 9, 27, 81, 100, 200, 7]]  # different lengths: left padding
     sampling = SamplingSpec(max_new_tokens=16, temperature=1.3, top_p=0.9, top_k=50, seed=7)
     groups = tiny_engine.generate(prompts, n=3, sampling=sampling)
@@ -168,15 +171,16 @@ def test_generation_uses_the_weights_of_the_moment(tiny_engine):
     assert torch.allclose(queries, attn.q_proj(x), rtol=1e-5, atol=1e-6)
 
 
-def test_decode_weights_compute_the_same_projections():
+@pytest.mark.parametrize("backend", ["onednn", "blas"])
+def test_decode_weights_compute_the_same_projections(backend, matmul_backend):
     """Packed (oneDNN, fp32 CPU) and plain decoding matmuls agree with F.linear up to summation
-    order, for the row count they were packed for and for others (a prefill); under autocast the
-    weights are left unpacked so that autocast's dtype rules apply."""
+    order, for the row count they were packed for and for others (a prefill); under autocast, or
+    where the CPU's matmuls go to the BLAS, the weights are left unpacked."""
+    in_effect = matmul_backend(backend)
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(96, 64, generator=generator) * 0.1
     linear = DecodeLinear(weight, rows=8)
-    if torch.backends.mkldnn.is_available():
-        assert linear.packed is not None
+    assert (linear.packed is not None) == (in_effect == "onednn")
     for shape in ((8, 64), (8, 1, 64), (3, 40, 64)):
         x = torch.randn(*shape, generator=generator)
         assert torch.allclose(linear(x), torch.nn.functional.linear(x, weight), rtol=1e-5, atol=1e-6)

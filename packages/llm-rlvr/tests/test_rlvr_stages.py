@@ -183,9 +183,37 @@ def test_eval_table_and_plot(tiny_run, tmp_path, recipe_runner, capsys):
     table = (tmp_path / "eval/pass_at_1.md").read_text()
     assert re.search(r"\| grpo \| \d\.\d{3} \| \[\d\.\d{3}, \d\.\d{3}\] \| \d+/20 \| \d+\.\d \| \d\.\d{3} \|", table)
     assert "grpo vs base (greedy)" in table and "grpo vs base (sampled)" in table
+    assert "| format, greedy | format, sampled |" in table
+    rows = json.loads((tmp_path / "eval/results.json").read_text())["rows"]
+    for row in rows:
+        assert 0.0 <= row["format_ci_low"] <= row["format"] <= row["format_ci_high"] <= 1.0
+        assert 0.0 <= row["sampled_format"] <= 1.0
     assert "held-out pass@1" in capsys.readouterr().out
     png = (tmp_path / "eval/curves.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def test_format_shares_score_each_sample_as_the_verifier_sees_it():
+    from llm_core.types import Sample
+    from llm_rlvr.eval_stage import RlvrEvalConfig, format_shares
+    from llm_rlvr.rollout import Group, Problem
+
+    class Letters:  # a tokenizer whose ids are character codes
+        def decode(self, ids):
+            return "".join(map(chr, ids))
+
+    def sample(text, reason="length"):
+        ids = [ord(c) for c in text] + ([0] if reason == "stop" else [])
+        return Sample(prompt_ids=[1], token_ids=ids, logprobs=[0.0] * len(ids), text="", finish_reason=reason)
+
+    good, bad = "<think>2 + 2 = 4</think> <answer>4</answer>", "<think>2 + 2 = 4</think> 4"
+    groups = [Group(Problem("a", "2 + 2?", "4"), [1], [sample(good, "stop"), sample(bad)]),
+              Group(Problem("b", "1 + 1?", "2"), [1], [sample(good), sample(good, "stop")])]
+    assert format_shares(Letters(), groups, RlvrEvalConfig()) == [0.5, 1.0]
+    # with a response prefix the model's text starts after it, and the prefix is scored with it
+    prefixed = [Group(Problem("c", "3?", "3"), [1], [sample(good.removeprefix("<think>"))])]
+    assert format_shares(Letters(), prefixed, RlvrEvalConfig(prompt={"response_prefix": "<think>"})) == [1.0]
+    assert format_shares(Letters(), prefixed, RlvrEvalConfig()) == [0.0]
 
 
 def test_bad_problem_records_are_rejected_with_location(tmp_path):

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llm_torch.linear import cpu_autocast, onednn_available, onednn_linear
+from llm_torch.linear import cpu_autocast, cpu_matmul_backend, onednn_linear
 
 
 class DecodeLinear:
@@ -49,7 +49,7 @@ def pack_for_rows(weight: torch.Tensor, rows: int) -> torch.Tensor | None:
     layout that is fastest for that many."""
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or cpu_autocast():
         return None
-    if not onednn_available():
+    if cpu_matmul_backend() != "onednn":
         return None
     try:
         return torch.ops.mkldnn._reorder_linear_weight(weight, rows)

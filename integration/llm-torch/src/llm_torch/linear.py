@@ -8,11 +8,20 @@ they run the model's matmuls about twice as fast as MKL's, forward and backward.
 computed: in fp32, on CPU, without autocast; everything else (GPUs, bf16 autocast, builds without
 oneDNN, layers with a bias) takes the usual ``F.linear``. Results equal ``F.linear``'s up to the
 order of summation (relative differences around 1e-6).
+
+Which of the two is faster depends on the CPU, so the choice is made once per process by
+``cpu_matmul_backend``: the environment variable ``LLMT_CPU_MATMUL`` (``onednn``, ``blas`` or
+``auto``, the default), where ``auto`` reads the CPU's vendor and vector flags (``cpu_features``).
+The rule is deterministic, never a timing, so that two processes on one machine (a run and its
+resume) always multiply the same way.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import platform
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +45,50 @@ def onednn_available() -> bool:
         return False
 
 
+MatmulBackend = Literal["onednn", "blas"]
+BACKEND_VARIABLE = "LLMT_CPU_MATMUL"
+
+
+@functools.cache
+def cpu_features() -> tuple[str, frozenset[str]]:
+    """(vendor id, e.g. ``AuthenticAMD`` / ``GenuineIntel``; the CPU's flags) from /proc/cpuinfo.
+
+    Empty where there is no /proc/cpuinfo (macOS, Windows): ``auto`` then takes the BLAS."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return platform.processor(), frozenset()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    return fields.get("vendor_id", ""), frozenset(fields.get("flags", "").split())
+
+
+def choose_backend(vendor: str, flags: frozenset[str]) -> MatmulBackend:
+    """oneDNN on AMD CPUs with AVX-512, the BLAS (MKL) everywhere else.
+
+    Measured (fp32, 1 thread, 2048 x 256 x 768 and the backward products): on AMD EPYC with
+    AVX-512 oneDNN runs about 2x MKL, whose AMD code paths are slow; on AVX2-only AMD EPYC
+    (Zen 3) oneDNN's AVX2 kernels lose to MKL (training 0.91x transformers with oneDNN); on Intel
+    Xeon MKL's own AVX-512 and AVX2 kernels are at least as fast (README, "Benchmarks")."""
+    if vendor == "AuthenticAMD" and "avx512f" in flags:
+        return "onednn"
+    return "blas"
+
+
+@functools.cache
+def cpu_matmul_backend() -> MatmulBackend:
+    """The fp32 CPU matmul backend of this process: ``LLMT_CPU_MATMUL`` or the CPU's rule.
+
+    oneDNN is only chosen where this torch build runs it. Cached: call ``cache_clear()`` after
+    changing the variable (benchmarks comparing the two do)."""
+    requested = os.environ.get(BACKEND_VARIABLE, "auto").strip().lower() or "auto"
+    if requested not in ("auto", "onednn", "blas"):
+        raise ValueError(f"{BACKEND_VARIABLE}={requested!r}: use onednn, blas or auto")
+    backend = choose_backend(*cpu_features()) if requested == "auto" else requested
+    return "onednn" if backend == "onednn" and onednn_available() else "blas"
+
+
 def cpu_autocast() -> bool:
     try:
         return torch.is_autocast_enabled("cpu")
@@ -45,7 +98,7 @@ def cpu_autocast() -> bool:
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not cpu_autocast() and onednn_available())
+            and not cpu_autocast() and cpu_matmul_backend() == "onednn")
 
 
 class _OneDNNLinear(torch.autograd.Function):

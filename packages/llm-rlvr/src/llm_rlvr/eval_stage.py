@@ -3,7 +3,9 @@
 Inputs: ``problems`` (held-out JSONL) and any number of named checkpoints (``sft =
 "sft/checkpoint"``...), evaluated in the order given. Writes ``pass_at_1.md`` / ``results.json``
 (pass@1 with a 95% Wilson interval per checkpoint, and whether each ``compare`` pair differs
-beyond the intervals) and ``curves.png``: reward and pass@1 over the steps of every RL stage
+beyond the intervals), the share of responses in the expected format (R1's ``<think> ...
+</think> <answer> ... </answer>``, greedy and sampled: what rejection-sampling SFT and a format
+reward aim at, which pass@1 alone does not show) and ``curves.png``: reward and pass@1 over the steps of every RL stage
 among the inputs, read from their ``metrics.jsonl``.
 """
 
@@ -24,7 +26,8 @@ from llm_core.stats import mean_interval, wilson_interval
 from llm_core.threads import limit_threads
 from llm_core.types import StageResult
 from llm_rlvr.options import RolloutOptions
-from llm_rlvr.rollout import load_problems, sample_and_verify
+from llm_rlvr.rollout import Group, completion_text, load_problems, sample_and_verify
+from llm_rlvr.verifiers.combine import FormatConfig, FormatVerifier
 
 log = logging.getLogger("llmt.rlvr")
 
@@ -42,6 +45,9 @@ class RlvrEvalConfig(RolloutOptions):
                                               "the pass rate of samples at this temperature, averaged "
                                               "over samples_per_problem per problem")
     samples_per_problem: int = Field(4, ge=1)
+    format: FormatConfig | None = Field(default_factory=FormatConfig, description="also report the share of "
+                                        "greedy (and sampled) responses matching this format; default R1's "
+                                        "<think>/<answer>; none: not reported")
 
 
 class RlvrEvalStage:
@@ -73,8 +79,8 @@ class RlvrEvalStage:
         write_json(ctx.path("results.json"), {"rows": rows, "comparisons": comparisons})
         plotted = plot_curves(checkpoints, ctx.path("curves.png"))
         metrics = {f"pass_at_1/{r['name']}": round(r["pass_at_1"], 4) for r in rows}
-        metrics.update({f"sampled_pass_at_1/{r['name']}": round(r["sampled_pass_at_1"], 4)
-                        for r in rows if "sampled_pass_at_1" in r})
+        for key in ("sampled_pass_at_1", "format", "sampled_format"):
+            metrics.update({f"{key}/{r['name']}": round(r[key], 4) for r in rows if key in r})
         metrics.update({f"beats/{c['metric']}/{c['candidate']}>{c['baseline']}": c["beyond_intervals"]
                         for c in comparisons})
         ctx.log_metrics(metrics)
@@ -95,6 +101,10 @@ class RlvrEvalStage:
                "pass_at_1": passed / len(groups), "ci_low": low, "ci_high": high,
                "response_tokens": sum(len(g.samples[0].token_ids) for g in groups) / len(groups)}
         log.info("%s: greedy pass@1 %.3f [%.3f, %.3f]", name, row["pass_at_1"], low, high)
+        if o.format is not None:
+            well_formed = int(sum(format_shares(engine.tokenizer, groups, o)))  # one sample each: 0 or 1
+            f_low, f_high = wilson_interval(well_formed, len(groups))
+            row.update(format=well_formed / len(groups), format_ci_low=f_low, format_ci_high=f_high)
         if o.sampled_temperature:
             sampling = o.sampling.model_copy(update={"temperature": o.sampled_temperature, "seed": ctx.seed})
             groups, _ = sample_and_verify(engine, pool, problems, o.samples_per_problem, sampling, o.prompt,
@@ -103,8 +113,22 @@ class RlvrEvalStage:
             s_low, s_high = mean_interval(per_problem)
             row.update(sampled_pass_at_1=sum(per_problem) / len(per_problem), sampled_ci_low=s_low,
                        sampled_ci_high=s_high)
+            if o.format is not None:
+                shares = format_shares(engine.tokenizer, groups, o)
+                sf_low, sf_high = mean_interval(shares)
+                row.update(sampled_format=sum(shares) / len(shares), sampled_format_ci_low=sf_low,
+                           sampled_format_ci_high=sf_high)
             log.info("%s: sampled pass@1 %.3f [%.3f, %.3f]", name, row["sampled_pass_at_1"], s_low, s_high)
         return row
+
+
+def format_shares(tokenizer: Any, groups: list[Group], o: RlvrEvalConfig) -> list[float]:
+    """Per problem, the share of its samples in ``o.format`` (scored as the verifier sees them:
+    the response prefix, then the text without the stop token). Cheap: a regex, in this process."""
+    verifier = FormatVerifier(o.format)
+    prefix = o.prompt.response_prefix
+    return [sum(verifier.verify(g.problem.prompt, prefix + completion_text(tokenizer, s), None).passed
+                for s in g.samples) / len(g.samples) for g in groups]
 
 
 def compare(rows: list[dict[str, Any]], baseline: str, candidate: str, metric: str) -> dict[str, Any]:
@@ -121,20 +145,31 @@ def render_table(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], 
     header = f"held-out pass@1 (n={rows[0]['n'] if rows else 0}; greedy with a 95% Wilson interval"
     header += (f"; sampled: mean over {o.samples_per_problem} samples at temperature {o.sampled_temperature}, "
                "95% interval over problems)" if sampled else ")")
-    lines = [header, "", "| stage | greedy pass@1 | 95% interval | solved | response tokens |"
-             + (" sampled pass@1 | 95% interval |" if sampled else ""),
-             "|---|---|---|---|---|" + ("---|---|" if sampled else "")]
+    if o.format is not None:
+        header += "; format: share of responses matching the expected format, 95% interval"
+    columns = ["stage", "greedy pass@1", "95% interval", "solved", "response tokens"]
+    columns += ["sampled pass@1", "95% interval"] if sampled else []
+    columns += (["format, greedy", "format, sampled"] if sampled else ["format, greedy"]) if o.format else []
+    lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        line = (f"| {r['name']} | {r['pass_at_1']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
-                f"{r['passed']}/{r['n']} | {r['response_tokens']:.1f} |")
+        cells = [r["name"], f"{r['pass_at_1']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                 f"{r['passed']}/{r['n']}", f"{r['response_tokens']:.1f}"]
         if sampled:
-            line += f" {r['sampled_pass_at_1']:.3f} | [{r['sampled_ci_low']:.3f}, {r['sampled_ci_high']:.3f}] |"
-        lines.append(line)
+            cells += [f"{r['sampled_pass_at_1']:.3f}", f"[{r['sampled_ci_low']:.3f}, {r['sampled_ci_high']:.3f}]"]
+        if o.format is not None:
+            cells.append(_with_interval(r, "format"))
+            if sampled:
+                cells.append(_with_interval(r, "sampled_format"))
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for c in comparisons:
         verdict = "beyond the intervals" if c["beyond_intervals"] else "NOT beyond the intervals"
         lines.append(f"{c['candidate']} vs {c['baseline']} ({c['metric']}): {c['delta']:+.3f}, {verdict}")
     return "\n".join(lines)
+
+
+def _with_interval(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:.3f} [{row[key + '_ci_low']:.3f}, {row[key + '_ci_high']:.3f}]"
 
 
 def read_stage_metrics(checkpoint_uri: str) -> list[dict[str, Any]]:
