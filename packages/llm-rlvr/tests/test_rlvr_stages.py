@@ -91,6 +91,42 @@ def test_grpo_logs_what_users_need(tiny_run, tmp_path, recipe_runner):
     assert (tmp_path / "grpo/checkpoint/model.safetensors").exists()
 
 
+def test_grpo_separate_rollout_engine_and_rollout_old_logprobs(tiny_run, tmp_path, recipe_runner, caplog):
+    """A separate rollout engine fed the policy's weights every step, its log-probs as the ratio's
+    denominator: the gap is logged every step, and a warning fires above ``warn_gap``."""
+    _base(tiny_run, tmp_path)
+    stage = grpo_stage(rollout={"name": "torch"}, old_logprobs={"source": "rollout", "warn_gap": 1e-12})
+    with caplog.at_level("WARNING", logger="llmt.rlvr"):
+        recipe_runner([stage], str(tmp_path))
+    steps = [m for m in _metrics(tmp_path, "grpo") if "reward_mean" in m]
+    assert len(steps) == 3
+    assert all(0 <= m["logprob_gap"] <= m["logprob_gap_max"] < 1e-3 for m in steps)
+    assert all(abs(m["ratio_mean"] - 1.0) < 1e-3 for m in steps), "on the first epoch the ratio starts at 1"
+    assert "rollout and trainer log-probs of the sampled tokens differ" in caplog.text
+
+
+def test_build_batch_old_logprobs_from_trainer_or_rollout():
+    import torch
+
+    from llm_core.types import Sample, Verdict
+    from llm_rlvr.grpo_stage import Components, build_batch
+    from llm_rlvr.rollout import Group, Problem
+
+    class Scorer:  # a trainer whose log-prob of every label is -1
+        def logprobs(self, batch):
+            width = max(len(r) for r in batch["input_ids"])
+            return torch.full((len(batch["input_ids"]), width), -1.0)
+
+    samples = [Sample([1, 2, 3], [4, 5], [-0.5, -0.25]), Sample([1, 2, 3], [6], [-2.0])]
+    group = Group(Problem("p", "q", 1), [1, 2, 3], samples, [Verdict(1.0, True), Verdict(0.0, False)])
+    parts = Components(Scorer(), None, None, lambda r: r - r.mean(1, keepdim=True), None, None)
+    rows, gap = build_batch(parts, [group], skip_uniform=True, old_source="rollout")
+    assert rows["old_logprobs"] == [[0.0, 0.0, -0.5, -0.25, 0.0], [0.0, 0.0, -2.0, 0.0]]
+    assert gap.mean == pytest.approx(((0.5 + 0.75) / 2 + 1.0) / 2) and gap.max == pytest.approx(1.0)
+    trainer_rows, _ = build_batch(parts, [group], skip_uniform=True)
+    assert trainer_rows["old_logprobs"] == [[-1.0] * 5, [-1.0] * 4]
+
+
 def test_grpo_rejects_kl_for_a_loss_without_it(tiny_run, tmp_path, recipe_runner):
     from llm_core.errors import RecipeError
 

@@ -17,7 +17,7 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -49,6 +49,18 @@ class PeriodicEval(Config):
     problems: int = Field(200, ge=1, description="held-out problems per evaluation")
 
 
+class OldLogprobs(Config):
+    """What the clipped ratio divides by (the loss's ``old_logprobs``), and when the gap between the
+    rollout engine's and the trainer's log-probs of the sampled tokens is worth a warning."""
+
+    source: Literal["trainer", "rollout"] = Field(
+        "trainer", description="trainer: the policy's own log-probs of the sampled tokens before the update "
+        "(the exact on-policy ratio; the default); rollout: the sampler's, as it sampled them (the "
+        "rollout engine's numeric gap then enters the ratio)")
+    warn_gap: float = Field(0.05, gt=0, description="log a warning when a step's mean |rollout - trainer| "
+                            "log-prob exceeds this (a rollout engine off the policy's weights or numerics)")
+
+
 class GrpoConfig(RolloutOptions):
     estimator: EstimatorRef = Field(default_factory=lambda: EstimatorRef(name="grpo"))
     loss: LossRef = Field(default_factory=lambda: LossRef(name="grpo"),
@@ -60,6 +72,7 @@ class GrpoConfig(RolloutOptions):
     ppo_epochs: int = Field(1, ge=1, description="passes over each batch of rollouts")
     mini_batches: int = Field(1, ge=1, description="optimizer steps per pass")
     micro_batch_size: int | None = Field(None, ge=1)
+    old_logprobs: OldLogprobs = Field(default_factory=OldLogprobs)
     skip_uniform_groups: bool = Field(True, description="drop groups whose rewards are all equal "
                                       "(zero advantage: no signal, only cost)")
     eval: PeriodicEval | None = Field(None, description="greedy pass@1 on 'heldout' during training")
@@ -145,12 +158,16 @@ class GrpoStage:
                                           c.prompt, c.chunk_prompts)
         metrics = rollout_metrics(groups)
         metrics.update(rollout_tokens_per_s=stats.tokens_per_second, verify_wait_s=stats.verify_wait_seconds)
-        built = build_batch(parts, groups, c.skip_uniform_groups)
+        built = build_batch(parts, groups, c.skip_uniform_groups, c.old_logprobs.source)
         if built is None:
             metrics["trained_samples"] = 0
             return StepPlan([], metrics)
-        batch, metrics["logprob_gap"] = built
-        metrics["trained_samples"] = len(batch["input_ids"])
+        batch, gap = built
+        metrics.update(logprob_gap=gap.mean, logprob_gap_max=gap.max, trained_samples=len(batch["input_ids"]))
+        if gap.mean > c.old_logprobs.warn_gap:
+            log.warning("step %d: rollout and trainer log-probs of the sampled tokens differ by %.3g on average "
+                        "(max %.3g; warn_gap %.3g); the ratio uses the %s's", step, gap.mean, gap.max,
+                        c.old_logprobs.warn_gap, c.old_logprobs.source)
         return StepPlan(mini_batches(batch, c.ppo_epochs, c.mini_batches), metrics)
 
 
@@ -216,9 +233,20 @@ def prompts_for_step(problems: list[Problem], seed: int, step: int, count: int) 
     return out
 
 
-def build_batch(parts: Components, groups: list[Group], skip_uniform: bool) -> tuple[dict[str, Any], float] | None:
+@dataclass(frozen=True)
+class LogprobGap:
+    """|rollout - trainer| log-prob of the sampled tokens: the mean over samples of each sample's
+    mean, and the largest single token's."""
+
+    mean: float
+    max: float
+
+
+def build_batch(parts: Components, groups: list[Group], skip_uniform: bool,
+                old_source: str = "trainer") -> tuple[dict[str, Any], LogprobGap] | None:
     """Rows of prompt + completion, completion-only loss mask, advantages, old / ref logprobs; and
-    the mean gap between the sampler's and the trainer's logprobs of the same tokens."""
+    the gap between the sampler's and the trainer's logprobs of the same tokens. ``old_logprobs``
+    are the trainer's (``old_source = "trainer"``) or the sampler's (``"rollout"``)."""
     import torch
 
     rewards = torch.tensor([g.rewards for g in groups], dtype=torch.float32)
@@ -239,18 +267,22 @@ def build_batch(parts: Components, groups: list[Group], skip_uniform: bool) -> t
         return None
     old = parts.engine.logprobs(rows)
     # Each row trimmed to its own length, so that any subset of rows pads consistently.
-    rows["old_logprobs"] = [old[i, :len(ids)].tolist() for i, ids in enumerate(rows["input_ids"])]
-    gaps = [logprob_gap(old[i], start, lps) for i, (start, lps) in enumerate(rollout_lps)]
+    if old_source == "rollout":  # labels are shifted one to the left: token P + j sits at P - 1 + j
+        rows["old_logprobs"] = [[0.0] * (start - 1) + list(lps) + [0.0] for start, lps in rollout_lps]
+    else:
+        rows["old_logprobs"] = [old[i, :len(ids)].tolist() for i, ids in enumerate(rows["input_ids"])]
+    gaps = [token_gaps(old[i], start, lps) for i, (start, lps) in enumerate(rollout_lps)]
     if parts.reference is not None:
         ref = parts.reference.logprobs(rows)
         rows["ref_logprobs"] = [ref[i, :len(ids)].tolist() for i, ids in enumerate(rows["input_ids"])]
-    return rows, sum(gaps) / len(gaps)
+    means = [sum(g) / max(len(g), 1) for g in gaps]
+    return rows, LogprobGap(mean=sum(means) / len(means), max=max((max(g) for g in gaps if g), default=0.0))
 
 
-def logprob_gap(trainer_row: Any, prompt_len: int, rollout: list[float]) -> float:
-    """Mean |trainer - sampler| logprob over a completion (labels are shifted one to the left)."""
+def token_gaps(trainer_row: Any, prompt_len: int, rollout: list[float]) -> list[float]:
+    """|trainer - sampler| logprob of each completion token (labels are shifted one to the left)."""
     trainer = trainer_row[prompt_len - 1: prompt_len - 1 + len(rollout)].tolist()
-    return sum(abs(a - b) for a, b in zip(trainer, rollout, strict=True)) / max(len(rollout), 1)
+    return [abs(a - b) for a, b in zip(trainer, rollout, strict=True)]
 
 
 def rollout_metrics(groups: list[Group]) -> dict[str, float]:
