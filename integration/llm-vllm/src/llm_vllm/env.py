@@ -56,6 +56,14 @@ def find_env(explicit: str | None = None) -> Path | None:
     return next((env for env in candidate_envs(explicit) if python_of(env).exists()), None)
 
 
+def setup_target(explicit: str | None = None) -> Path:
+    """Where ``llmt vllm setup`` builds: the ``--env`` given, else ``$LLMT_VLLM_ENV`` (even when it does
+    not exist yet), else an existing ``.venvs/vllm`` here or above, else ``.venvs/vllm`` here."""
+    if explicit or os.environ.get(ENV_VARIABLE):
+        return candidate_envs(explicit)[0]
+    return find_env() or DEFAULT_ENV
+
+
 def require_env(explicit: str | None = None) -> Path:
     """The environment, or a ``VllmEnvMissing`` that says how to build it."""
     env = find_env(explicit)
@@ -64,7 +72,7 @@ def require_env(explicit: str | None = None) -> Path:
         raise VllmEnvMissing(
             f"vLLM's environment was not found (looked for {looked}). vLLM runs in its own virtualenv "
             f"because its builds pin their own torch and transformers. Build it once with "
-            f"`uv run llmt vllm setup` (CPU build, about 3-5 minutes and 3.5 GB; `--build cuda` on a GPU "
+            f"`uv run llmt vllm setup` (CPU build, about 6 minutes and 3.5 GB on 2 cores; `--build cuda` on a GPU "
             f"machine), or point ${ENV_VARIABLE} or the rollout option `env` at an existing one.")
     return env
 

@@ -8,6 +8,7 @@ so nothing of the workspace's environment leaks into vLLM's).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -28,8 +29,10 @@ SERVER_SIDE = Path(__file__).parent / "server_side"
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
-def server_command(env: Path, checkpoint: str, port: int, config: VllmConfig, precision: str) -> list[str]:
-    """``python -m vllm...api_server.entry`` with the options that make it a rollout server for llmt."""
+def server_command(env: Path, checkpoint: str, port: int, config: VllmConfig, precision: str,
+                   device: str = "cpu", model_len: int | None = None) -> list[str]:
+    """``python -m vllm...api_server.entry`` with the options that make it a rollout server for llmt;
+    ``model_len``: the longest sequence it will see (``max_model_len``, else the model's)."""
     command = [str(python_of(env)), "-m", "vllm.entrypoints.launchers.api_server.entry",
                "--model", checkpoint, "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
                "--dtype", "bfloat16" if precision == "bf16" else "float32",
@@ -40,6 +43,12 @@ def server_command(env: Path, checkpoint: str, port: int, config: VllmConfig, pr
                "--max-num-seqs", str(config.max_num_seqs)]
     if config.max_model_len is not None:
         command += ["--max-model-len", str(config.max_model_len)]
+    if device == "cpu":
+        # A chunked (partial) prefill makes vLLM rewind the request's random generator, which its CPU
+        # worker cannot do for a seeded request: the engine dies ("CPU Generator does not use offset")
+        # once seeded prompts outgrow one step's token budget (tiny-r1's GRPO step, 16 x 8 samples).
+        # Without chunking a step takes whole prompts only, so its budget must hold the longest one.
+        command += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(2048, model_len or 0))]
     if config.enforce_eager:
         command.append("--enforce-eager")
     if config.gpu_memory_utilization is not None:
@@ -78,6 +87,14 @@ def check_head_size(hf_config: dict, device: str) -> None:
                          "for it, or a shape with head size 32 or more.")
 
 
+def model_length(checkpoint: str, config: VllmConfig) -> int | None:
+    """``max_model_len``, else the checkpoint's ``max_position_embeddings`` (None when it has none)."""
+    if config.max_model_len is not None:
+        return config.max_model_len
+    hf_config = Path(checkpoint) / "config.json"
+    return json.loads(hf_config.read_text()).get("max_position_embeddings") if hf_config.exists() else None
+
+
 class VllmServer:
     """A vLLM server this process started; ``close()`` (also at exit) ends it and its workers."""
 
@@ -89,7 +106,7 @@ class VllmServer:
               precision: str = "fp32") -> VllmServer:
         port = config.port or free_port()
         log_path = Path(tempfile.gettempdir()) / f"llmt-vllm-{os.getpid()}-{port}.log"
-        command = server_command(env, checkpoint, port, config, precision)
+        command = server_command(env, checkpoint, port, config, precision, device, model_length(checkpoint, config))
         with open(log_path, "wb") as log:
             # Its own session, so that close() can end the server with its engine-core and worker
             # processes; and SIGTERM when this process dies, so that a killed run leaves no server.

@@ -166,7 +166,7 @@ class GrpoStage:
         metrics.update(logprob_gap=gap.mean, logprob_gap_max=gap.max, trained_samples=len(batch["input_ids"]))
         if gap.mean > c.old_logprobs.warn_gap:
             log.warning("step %d: rollout and trainer log-probs of the sampled tokens differ by %.3g on average "
-                        "(max %.3g; warn_gap %.3g); the ratio uses the %s's", step, gap.mean, gap.max,
+                        "(max %.3g; warn_gap %.3g); the ratio uses the %s's", step + 1, gap.mean, gap.max,
                         c.old_logprobs.warn_gap, c.old_logprobs.source)
         return StepPlan(mini_batches(batch, c.ppo_epochs, c.mini_batches), metrics)
 
