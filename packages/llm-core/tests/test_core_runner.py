@@ -108,3 +108,23 @@ def test_atomic_open_leaves_nothing_on_failure(tmp_path):
     import gzip
 
     assert gzip.decompress(target.read_bytes()) == b"whole\n"
+
+
+def test_only_runs_the_stage_and_what_it_reads_from_not_what_follows(host, tmp_path):
+    recipe = validate_recipe(RECIPE, host.registries, host)
+    root = str(tmp_path / "run")
+    results = PipelineRunner(recipe, root, host).run(only=["clean"])
+    assert results["strict"] == "not selected (--only)"
+    store = artifacts.RunStore(root)
+    assert store.read_manifest("generate")["status"] == "completed"  # needed by clean: run
+    assert store.read_manifest("clean")["status"] == "completed"
+    assert store.read_manifest("strict") is None  # downstream of clean: left alone
+
+
+def test_only_with_an_unknown_stage_names_the_stages(host, tmp_path):
+    from llm_core.config import with_upstream
+    from llm_core.errors import RecipeError
+
+    recipe = validate_recipe(RECIPE, host.registries, host)
+    with pytest.raises(RecipeError, match=r"no stage named 'clen' \(stages: generate, clean, strict\)"):
+        with_upstream(recipe, ["clen"])

@@ -213,16 +213,20 @@ def run(recipe: Path,
         root: RootOption = None,
         set_: SetOption = None,
         force: Annotated[bool, typer.Option(help="re-run every stage even if complete")] = False,
-        only: Annotated[Optional[list[str]], typer.Option(help="re-run this stage (others run only if needed)")] = None,
+        only: Annotated[Optional[list[str]], typer.Option(
+            help="re-run this stage and run only what it reads from (when incomplete); repeatable")] = None,
         ) -> None:
     """Run a recipe. Complete, unchanged stages are skipped, so a killed run resumes."""
 
+    from llm_core.config import with_upstream
     from llm_core.errors import LlmtError
     from llm_core.runner import PipelineRunner
 
     _configure_logging()
     try:
         resolved, host = _load(recipe, set_)
+        if only:
+            with_upstream(resolved, only)  # an unknown stage name fails here, before any work
     except LlmtError as exc:
         _fail(str(exc))
     import os

@@ -321,19 +321,40 @@ def _check_cycles(recipe: Recipe) -> list[str]:
     return []
 
 
-def stage_order(recipe: Recipe) -> list[StageSpec]:
-    """Stages in dependency order; among independent stages, the order of the file."""
+def stage_dependencies(recipe: Recipe) -> dict[str, list[str]]:
+    """Each stage's name -> the stages whose outputs it reads (from its inputs)."""
     from llm_core.artifacts import resolve_input_ref
 
     names = [s.name for s in recipe.stages]
-    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    deps: dict[str, list[str]] = {}
     for spec in recipe.stages:
-        deps = []
-        for ref in spec.inputs.values():
-            stage = resolve_input_ref(ref, names, recipe.base_dir).stage
-            if stage is not None and stage != spec.name:
-                deps.append(stage)
-        sorter.add(spec.name, *deps)
+        stages = (resolve_input_ref(ref, names, recipe.base_dir).stage for ref in spec.inputs.values())
+        deps[spec.name] = [s for s in stages if s is not None and s != spec.name]
+    return deps
+
+
+def with_upstream(recipe: Recipe, selected: list[str]) -> set[str]:
+    """The selected stages and every stage they read from, directly or not."""
+    deps = stage_dependencies(recipe)
+    unknown = [name for name in selected if name not in deps]
+    if unknown:
+        raise RecipeError([f"--only: no stage named {name!r} (stages: {', '.join(deps)})" for name in unknown])
+    closure: set[str] = set()
+    todo = list(selected)
+    while todo:
+        name = todo.pop()
+        if name not in closure:
+            closure.add(name)
+            todo.extend(deps[name])
+    return closure
+
+
+def stage_order(recipe: Recipe) -> list[StageSpec]:
+    """Stages in dependency order; among independent stages, the order of the file."""
+    names = [s.name for s in recipe.stages]
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for name, deps in stage_dependencies(recipe).items():
+        sorter.add(name, *deps)
     sorter.prepare()
     position = {n: i for i, n in enumerate(names)}
     ordered: list[str] = []

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llm_core import artifacts
-from llm_core.config import Recipe, StageSpec, parse_stage_config, stage_order
+from llm_core.config import Recipe, StageSpec, parse_stage_config, stage_order, with_upstream
 from llm_core.errors import RecipeError
 from llm_core.plugins import PluginHost
 from llm_core.progress import format_duration
@@ -56,12 +56,20 @@ class PipelineRunner:
         self.failed: tuple[str, str] | None = None  # (stage, traceback file) once a stage has raised
 
     def run(self, only: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+        """Run the recipe's stages in dependency order; complete, unchanged ones are skipped.
+
+        ``only``: re-run these stages, and run just what they read from (when incomplete); the
+        stages downstream of them are left as they are."""
         order = stage_order(self.recipe)
+        selected = with_upstream(self.recipe, only) if only is not None else None
         self.store.write_run({"recipe": self.recipe.model_dump(mode="json"),
                               "order": [s.name for s in order], "updated_at": _now()})
         self.host.on_pipeline_start(self.recipe, self.store.root)
         results: dict[str, Any] = {}
         for spec in order:
+            if selected is not None and spec.name not in selected:
+                results[spec.name] = "not selected (--only)"
+                continue
             results[spec.name] = self._run_stage(spec, force=force or (only is not None and spec.name in only))
         self.host.on_pipeline_end(self.recipe, self.store.root, results)
         return results
