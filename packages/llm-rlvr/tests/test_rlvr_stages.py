@@ -108,9 +108,9 @@ def test_grpo_separate_rollout_engine_and_rollout_old_logprobs(tiny_run, tmp_pat
 def test_build_batch_old_logprobs_from_trainer_or_rollout():
     import torch
 
-    from llm_core.types import Sample, Verdict
+    from llm_core.types import Problem, Sample, Verdict
     from llm_rlvr.grpo_stage import Components, build_batch
-    from llm_rlvr.rollout import Group, Problem
+    from llm_rlvr.rollout import Group
 
     class Scorer:  # a trainer whose log-prob of every label is -1
         def logprobs(self, batch):
@@ -230,9 +230,9 @@ def test_eval_table_and_plot(tiny_run, tmp_path, recipe_runner, capsys):
 
 
 def test_format_shares_score_each_sample_as_the_verifier_sees_it():
-    from llm_core.types import Sample
+    from llm_core.types import Problem, Sample
     from llm_rlvr.eval_stage import RlvrEvalConfig, format_shares
-    from llm_rlvr.rollout import Group, Problem
+    from llm_rlvr.rollout import Group
 
     class Letters:  # a tokenizer whose ids are character codes
         def decode(self, ids):
@@ -253,7 +253,7 @@ def test_format_shares_score_each_sample_as_the_verifier_sees_it():
 
 
 def test_bad_problem_records_are_rejected_with_location(tmp_path):
-    from llm_rlvr.rollout import load_problems
+    from llm_core.data_io import load_problems
 
     src = tmp_path / "p.jsonl"
     src.write_text('{"prompt": "1+1?", "reference": "2"}\nnot json\n{"prompt": "x"}\n'

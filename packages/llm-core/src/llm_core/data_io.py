@@ -7,6 +7,8 @@
 * ``load_records(uri, parse, ...)``: every JSON-object record of an input (JSONL, Parquet or an HF
   dataset folder) parsed by the stage's own ``parse``; what it cannot parse is rejected, never
   dropped silently.
+* ``load_problems(uri, ...)``: prompts with their known answers (``{"id", "prompt", "reference"}``
+  records) as ``Problem``s, the one reader of every stage that samples answers to prompts.
 * ``RecordGate``: a load-time gate (``load_records(..., gate=...)``): a registered filter (such as
   llm-eval's ``contamination``) judges every record's text before it is parsed; records it flags
   are dropped (and written to ``<stage>/contaminated.jsonl`` with the reason) or, with action
@@ -30,7 +32,7 @@ from fsspec.core import url_to_fs
 
 from llm_core.artifacts import exists, join, write_json
 from llm_core.protocols import Filter
-from llm_core.types import Document
+from llm_core.types import Document, Problem
 
 log = logging.getLogger("llmt")
 T = TypeVar("T")
@@ -230,6 +232,27 @@ def record_text(record: Mapping[str, Any]) -> str:
         elif key == "messages" and isinstance(value, list):
             parts += [m["content"] for m in value if isinstance(m, dict) and isinstance(m.get("content"), str)]
     return "\n".join(parts)
+
+
+
+def parse_problem(record: dict[str, Any], *, need_reference: bool = True) -> Problem:
+    """A ``{"id", "prompt", "reference"}`` record as a ``Problem``; a missing or empty prompt, or a
+    missing reference where one is needed, is an error the reject log records."""
+    if not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
+        raise TypeError("expected an object with a non-empty string field 'prompt'")
+    if need_reference and record.get("reference") is None:
+        raise ValueError("missing field 'reference' (the known answer)")
+    return Problem(str(record.get("id", "")), record["prompt"], record.get("reference"))
+
+
+def load_problems(uri: str, rejects_uri: str, max_rejects_fraction: float = 0.5, gate: RecordGate | None = None,
+                  *, need_reference: bool = True, what: str = "problems") -> list[Problem]:
+    """Every problem of an input (JSONL, Parquet or a saved HF dataset) through ``load_records``:
+    bad records go to ``rejects_uri``, records the ``gate`` flags are dropped, and a problem
+    without an id is named by its position (``problem-3``)."""
+    problems = load_records(uri, lambda r: parse_problem(r, need_reference=need_reference), rejects_uri=rejects_uri,
+                            what=what, max_rejects_fraction=max_rejects_fraction, gate=gate)
+    return [p if p.id else Problem(f"problem-{i}", p.prompt, p.reference) for i, p in enumerate(problems)]
 
 
 @dataclass

@@ -7,9 +7,9 @@ engine reads the same specs (``llm_core.engines`` holds the contract and builds 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from llm_core.refs import PrecisionRef, component_ref
 from llm_core.schema import Config
@@ -110,3 +110,29 @@ class DecontaminateSpec(component_ref("filters")):
     stage on the first one. Counts go to the stage's metrics and ``<stage>/decontamination.json``."""
 
     action: Literal["drop", "refuse"] = Field("drop", description="drop flagged records, or refuse to run")
+
+
+class PromptSpec(Config):
+    """How a problem becomes the prompt a model answers, for every stage that samples answers to
+    prompts (RL, rejection sampling, evaluation): the checkpoint's chat template with an optional
+    system prompt, or a plain-text ``prompt_format`` for a base model; ``response_prefix`` starts
+    the answer (e.g. ``<think>``)."""
+
+    system_prompt: str = ""
+    prompt_format: str | None = Field(None, description="plain-text prompt such as 'Question: {prompt}\\n"
+                                      "Solution:' for a base model; default: the chat template")
+    response_prefix: str = Field("", description="text the answer starts with (e.g. '<think>')")
+
+    @field_validator("prompt_format")
+    @classmethod
+    def _has_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and "{prompt}" not in value:
+            raise ValueError("prompt_format must contain the placeholder {prompt}")
+        return value
+
+    def ids(self, tokenizer: Any, prompt: str) -> list[int]:
+        """The prompt's token ids, ready for the model to continue."""
+        from llm_core.chat import render_prompt
+
+        return render_prompt(tokenizer, prompt, system_prompt=self.system_prompt,
+                             response_prefix=self.response_prefix, prompt_format=self.prompt_format)

@@ -74,6 +74,16 @@ class Conversation:
                 "metadata": self.metadata}
 
 
+@dataclass(slots=True, frozen=True)
+class Problem:
+    """A prompt for a model to answer, with its known answer (``reference``) where the stage
+    checks one (RL, evaluation, verified sampling); ``None`` where it needs none."""
+
+    id: str
+    prompt: str
+    reference: Any = None
+
+
 @dataclass(slots=True)
 class PreferencePair:
     """A prompt with a preferred and a rejected response (DPO family, reward models)."""

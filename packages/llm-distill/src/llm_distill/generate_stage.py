@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any
 
 from pydantic import Field
 
@@ -23,14 +21,14 @@ from llm_core.artifacts import write_json
 from llm_core.builtins.jsonl import write_records
 from llm_core.chat import render_prompt
 from llm_core.config import Config
-from llm_core.data_io import load_records
+from llm_core.data_io import load_problems
 from llm_core.engines import RolloutEngine
 from llm_core.protocols import Verifier
 from llm_core.refs import VerifierRef
 from llm_core.specs import RolloutSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
-from llm_core.types import Sample, StageResult
+from llm_core.types import Problem, Sample, StageResult
 from llm_distill.distill_stage import require_checkpoint
 from llm_distill.options import DistillSampling, PromptSpec
 
@@ -52,30 +50,6 @@ class TeacherGenerateConfig(Config):
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
 
 
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    prompt: str
-    reference: Any
-
-
-def parse_problem(record: dict[str, Any]) -> Problem:
-    if not isinstance(record.get("prompt"), str):
-        raise TypeError("expected an object with a string field 'prompt'")
-    return Problem(str(record.get("id", "")), record["prompt"], record.get("reference"))
-
-
-def load_problems(uri: str, rejects_uri: str, needs_reference: bool,
-                  max_rejects_fraction: float = 0.5) -> list[Problem]:
-    def parse(record: dict[str, Any]) -> Problem:
-        problem = parse_problem(record)
-        if needs_reference and problem.reference is None:
-            raise ValueError("missing field 'reference' (the known answer the verifier checks)")
-        return problem
-
-    problems = load_records(uri, parse, rejects_uri=rejects_uri, what="problems",
-                            max_rejects_fraction=max_rejects_fraction)
-    return [p if p.id else Problem(f"problem-{i}", p.prompt, p.reference) for i, p in enumerate(problems)]
 
 
 def completion_text(engine: RolloutEngine, sample: Sample) -> str:
@@ -96,8 +70,8 @@ class TeacherGenerateStage:
         o = self.config
         teacher_uri = ctx.input("teacher")
         require_checkpoint(teacher_uri, "teacher", ctx.name)
-        problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"), o.verifier is not None,
-                                 o.max_rejects_fraction)[: o.max_prompts]
+        problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"), o.max_rejects_fraction,
+                                 need_reference=o.verifier is not None)[: o.max_prompts]
         verifier: Verifier | None = o.verifier.build(ctx.registries) if o.verifier is not None else None
         engine = ctx.rollout_engine(o.rollout, checkpoint=teacher_uri)
         chats, counts = [], {"samples": 0, "passed": 0, "duplicates": 0, "solved_prompts": 0, "tokens": 0}

@@ -23,13 +23,13 @@ from pydantic import Field
 from llm_core.artifacts import atomic_open, exists, join, read_json, write_json
 from llm_core.chat import render_prompt
 from llm_core.config import Config
+from llm_core.data_io import load_problems
 from llm_core.plots import save_figure
 from llm_core.specs import EngineSpec, RolloutSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
 from llm_core.types import StageResult
 from llm_distill.distill_stage import require_checkpoint
-from llm_distill.generate_stage import load_problems
 from llm_distill.options import ExposureProbe, PromptSpec
 from llm_distill.probe import answers, exposure
 
@@ -139,7 +139,8 @@ class DistillReportStage:
         """The teacher's engine, the probe prompts (rendered in its template) and its answers."""
         o = self.config
         teacher = ctx.train_engine(o.engine, checkpoint=teacher_uri)
-        problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"), False)[: o.probe.prompts]
+        problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"),
+                                 need_reference=False)[: o.probe.prompts]
         prompts = [render_prompt(teacher.tokenizer, p.prompt, system_prompt=o.prompt.system_prompt,
                                  response_prefix=o.prompt.response_prefix) for p in problems]
         sampling = o.probe.sampling.with_seed(ctx.seed)

@@ -26,13 +26,14 @@ from pydantic import Field, model_validator
 
 from llm_core.artifacts import atomic_open, write_json
 from llm_core.config import Config
+from llm_core.data_io import load_problems
 from llm_core.plots import save_figure
 from llm_core.refs import VerifierRef
 from llm_core.specs import RolloutSpec, SamplingSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
 from llm_core.types import StageResult
-from llm_eval.generation import PromptSpec, load_problems, sample_completions
+from llm_eval.generation import PromptSpec, sample_completions
 from llm_eval.judging import JudgeSpec, judge
 from llm_eval.passk import extract_answer, pass_at_k
 
@@ -74,7 +75,7 @@ class TestTimeComputeStage:
     def run(self, ctx: StageContext) -> StageResult:
         c = self.config
         with limit_threads(c.threads):
-            problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"), c.max_problems)
+            problems = load_problems(ctx.input("problems"), ctx.path("rejects.jsonl"))[: c.max_problems]
             checkpoints = {k: v for k, v in ctx.inputs.items() if k != "problems"}
             if not checkpoints:
                 raise ValueError(f"stage {ctx.name!r}: name at least one checkpoint input besides 'problems'")

@@ -9,33 +9,20 @@ process, batched when the verifier has ``verify_batch``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from llm_core.data_io import RecordGate, load_records
+from llm_core import data_io
+from llm_core.data_io import RecordGate
 from llm_core.engines import RolloutEngine, Tokenizer
 from llm_core.specs import SamplingSpec
-from llm_core.types import Message, Sample, Verdict
-
-
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    prompt: str
-    reference: Any = None
-
-
-def parse_problem(record: dict[str, Any]) -> Problem:
-    if not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
-        raise TypeError("expected an object with a non-empty string field 'prompt'")
-    return Problem(str(record.get("id", "")), record["prompt"], record.get("reference"))
+from llm_core.types import Message, Problem, Sample, Verdict
 
 
 def load_problems(uri: str, rejects_uri: str, max_rejects_fraction: float = 0.5,
                   gate: RecordGate | None = None) -> list[Problem]:
-    problems = load_records(uri, parse_problem, rejects_uri=rejects_uri, what="prompts",
-                            max_rejects_fraction=max_rejects_fraction, gate=gate)
-    return [p if p.id else Problem(f"prompt-{i}", p.prompt, p.reference) for i, p in enumerate(problems)]
+    """The prompts of an input; a ``reference`` is kept where a record has one (pairs, PPO and
+    Constitutional AI need none)."""
+    return data_io.load_problems(uri, rejects_uri, max_rejects_fraction, gate, need_reference=False, what="prompts")
 
 
 def user_turn(prompt: str, system_prompt: str = "") -> list[Message]:

@@ -19,6 +19,7 @@ import fsspec
 from pydantic import Field
 
 from llm_core.artifacts import atomic_open, exists, join, write_json
+from llm_core.data_io import load_problems
 from llm_core.plots import save_figure
 from llm_core.specs import SamplingSpec
 from llm_core.stage import StageContext
@@ -26,7 +27,7 @@ from llm_core.stats import mean_interval, wilson_interval
 from llm_core.threads import limit_threads
 from llm_core.types import StageResult
 from llm_rlvr.options import RolloutOptions
-from llm_rlvr.rollout import Group, completion_text, load_problems, sample_and_verify
+from llm_rlvr.rollout import Group, completion_text, sample_and_verify
 from llm_rlvr.verifiers.combine import FormatConfig, FormatVerifier
 
 log = logging.getLogger("llmt.rlvr")

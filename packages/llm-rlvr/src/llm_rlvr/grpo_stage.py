@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from llm_core.config import Config
+from llm_core.data_io import load_problems
 from llm_core.engines import RolloutEngine, TrainEngine
 from llm_core.plots import plot_training_curves
 from llm_core.refs import EstimatorRef, LossRef
@@ -29,9 +30,9 @@ from llm_core.specs import DecontaminateSpec, OptimizerSpec, SamplingSpec, Sched
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
 from llm_core.training import StepPlan, Trainer
-from llm_core.types import StageResult
+from llm_core.types import Problem, StageResult
 from llm_rlvr.options import RolloutOptions
-from llm_rlvr.rollout import Group, Problem, load_problems, sample_and_verify
+from llm_rlvr.rollout import Group, sample_and_verify
 
 log = logging.getLogger("llmt.rlvr")
 

@@ -8,11 +8,11 @@ takes its defaults.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from llm_core.config import Config
 from llm_core.refs import VerifierRef
-from llm_core.specs import EngineSpec, RolloutSpec, SamplingSpec
+from llm_core.specs import EngineSpec, PromptSpec, RolloutSpec, SamplingSpec
 
 
 class VerifierSpec(VerifierRef):
@@ -25,22 +25,6 @@ class VerifierSpec(VerifierRef):
 
 class RlSampling(SamplingSpec):
     max_new_tokens: int = Field(64, ge=1)
-
-
-class PromptSpec(Config):
-    """How a problem becomes the prompt the model answers."""
-
-    system_prompt: str = ""
-    prompt_format: str | None = Field(None, description="plain-text prompt such as 'Question: {prompt}\\n"
-                                      "Solution:' for a base model; default: the chat template")
-    response_prefix: str = Field("", description="text the answer starts with (e.g. '<think>')")
-
-    @field_validator("prompt_format")
-    @classmethod
-    def _has_placeholder(cls, value: str | None) -> str | None:
-        if value is not None and "{prompt}" not in value:
-            raise ValueError("prompt_format must contain the placeholder {prompt}")
-        return value
 
 
 class RolloutOptions(Config):

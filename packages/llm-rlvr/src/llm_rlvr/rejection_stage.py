@@ -14,12 +14,13 @@ from pydantic import Field
 
 from llm_core.artifacts import write_json
 from llm_core.builtins.jsonl import write_records
+from llm_core.data_io import load_problems
 from llm_core.specs import DecontaminateSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
 from llm_core.types import StageResult
 from llm_rlvr.options import RolloutOptions
-from llm_rlvr.rollout import completion_text, load_problems, sample_and_verify
+from llm_rlvr.rollout import completion_text, sample_and_verify
 
 
 class RejectionSamplingConfig(RolloutOptions):

@@ -15,37 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_core.chat import render_prompt
-from llm_core.data_io import RecordGate, load_records
 from llm_core.engines import RolloutEngine
 from llm_core.specs import SamplingSpec
-from llm_core.types import Sample, Verdict
+from llm_core.types import Problem, Sample, Verdict
 from llm_rlvr.options import PromptSpec
 
 log = logging.getLogger("llmt.rlvr")
 
 
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    prompt: str
-    reference: Any
-
-
-def parse_problem(record: dict[str, Any]) -> Problem:
-    if not isinstance(record.get("prompt"), str):
-        raise TypeError("expected an object with a string field 'prompt'")
-    if "reference" not in record:
-        raise ValueError("missing field 'reference' (the known answer)")
-    return Problem(str(record.get("id", "")), record["prompt"], record["reference"])
-
-
-def load_problems(uri: str, rejects_uri: str, max_rejects_fraction: float = 0.5,
-                  gate: RecordGate | None = None) -> list[Problem]:
-    """Every problem of the input (JSONL, Parquet or a saved HF dataset); bad records go to
-    ``rejects_uri``, records the ``gate`` flags are dropped. A problem without an id is named by its position."""
-    problems = load_records(uri, parse_problem, rejects_uri=rejects_uri, what="problems",
-                            max_rejects_fraction=max_rejects_fraction, gate=gate)
-    return [p if p.id else Problem(f"problem-{i}", p.prompt, p.reference) for i, p in enumerate(problems)]
 
 
 @dataclass
