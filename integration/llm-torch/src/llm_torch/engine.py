@@ -20,14 +20,13 @@ from llm_core.engines import ContextParallelAttention, EngineRequest, Weights
 from llm_core.specs import OptimizerSpec, SamplingSpec
 from llm_core.types import Sample
 from llm_torch import hf, sampler
+from llm_torch.batches import ENGINE_KEYS, IGNORE_INDEX, accepted_names, prepare_batch, rows_of
 from llm_torch.logprobs import label_logprobs
 from llm_torch.model import LlamaModel, ModelConfig
 from llm_torch.schedules import Schedule
 from llm_torch.tokenizer import TextTokenizer
 
-IGNORE_INDEX = -100
 # Keys of a batch the engine itself consumes; every other key is handed to the loss function.
-ENGINE_KEYS = ("input_ids", "attention_mask", "labels", "loss_mask")
 TRAINING_STATE = "training_state.pt"
 
 
@@ -131,28 +130,8 @@ class TorchEngine:
 
     def prepare(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Tensors on the device, with ``attention_mask`` and aligned ``labels`` filled in."""
-        ids = batch["input_ids"]
         pad_id = self.tokenizer.pad_id if self.tokenizer is not None else 0
-        if torch.is_tensor(ids):
-            ids = ids.long()
-            attention = torch.as_tensor(batch.get("attention_mask", torch.ones_like(ids))).long()
-        else:
-            ids, attention = _right_pad(ids, pad_id)
-        out = {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device)}
-        if batch.get("labels") is not None:
-            out["labels"] = _as_tensor(batch["labels"], ids.shape, IGNORE_INDEX).long().to(self.device)
-        else:
-            targets = torch.full_like(ids, IGNORE_INDEX)
-            targets[:, :-1] = ids[:, 1:]
-            keep = torch.zeros_like(ids, dtype=torch.bool)
-            keep[:, :-1] = attention[:, 1:].bool()
-            if batch.get("loss_mask") is not None:
-                keep[:, :-1] &= _as_tensor(batch["loss_mask"], ids.shape, 0).bool()[:, 1:]
-            out["labels"] = targets.masked_fill(~keep, IGNORE_INDEX).to(self.device)
-        for key, value in batch.items():
-            if key not in ENGINE_KEYS:  # loss inputs: per-row (B,) or per-token (B, T) like labels
-                out[key] = _as_tensor(value, ids.shape, 0.0).to(self.device)
-        return out
+        return {key: value.to(self.device) for key, value in prepare_batch(batch, pad_id).items()}
 
     def _autocast(self):
         if self.precision == "bf16":
@@ -263,7 +242,7 @@ class TorchEngine:
         chunks = [slice(i, min(i + size, rows)) for i in range(0, rows, size)]
         totals: dict[str, float] = {}
         for k, chunk in enumerate(chunks):
-            part = {key: _rows(value, chunk) for key, value in batch.items()}
+            part = {key: rows_of(value, chunk) for key, value in batch.items()}
             share = (chunk.stop - chunk.start) / rows
             metrics = self.forward_backward(part, loss_fn, scale=share, sync=k == len(chunks) - 1)
             for key, value in metrics.items():
@@ -419,50 +398,9 @@ def call_loss(loss_fn: Callable[..., Any], logits: torch.Tensor | None, tensors:
         "values": lambda: values,
         **{k: (lambda v=v: v) for k, v in tensors.items() if k not in ENGINE_KEYS},
     }
-    wanted = _accepted_names(loss_fn, available)
+    wanted = accepted_names(loss_fn, available)
     result = loss_fn(**{name: available[name]() for name in wanted})
     if isinstance(result, tuple):
         loss, extra = result
         return loss, {k: float(v) for k, v in extra.items()}
     return result, {}
-
-
-def _accepted_names(fn: Callable[..., Any], available: Mapping[str, Any]) -> list[str]:
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return list(available)
-    names = [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                  inspect.Parameter.KEYWORD_ONLY)]
-    missing = [p.name for p in params if p.default is inspect.Parameter.empty
-               and p.kind is not inspect.Parameter.VAR_POSITIONAL and p.name not in available]
-    if missing:
-        raise TypeError(f"loss function needs {missing}, which the batch does not provide; batch "
-                        f"extras: {sorted(k for k in available if k not in ('logits', 'labels'))}")
-    return [n for n in names if n in available]
-
-
-def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = torch.as_tensor(list(row), dtype=torch.long)
-        mask[i, :len(row)] = 1
-    return ids, mask
-
-
-def _as_tensor(value: Any, shape: tuple[int, ...] | None, fill: float) -> torch.Tensor:
-    """A tensor from a tensor, a number list, or ragged rows (right-padded with ``fill``)."""
-    if torch.is_tensor(value):
-        return value
-    dtype = torch.float32 if isinstance(fill, float) else torch.long
-    if shape is not None and len(value) and isinstance(value[0], list | tuple):
-        out = torch.full(shape, fill, dtype=dtype)
-        for i, row in enumerate(value):
-            out[i, :len(row)] = torch.as_tensor(list(row), dtype=dtype)
-        return out
-    return torch.as_tensor(value, dtype=dtype if isinstance(fill, float) else None)
-
-
-def _rows(value: Any, rows: slice) -> Any:
-    return value[rows] if value is not None else None

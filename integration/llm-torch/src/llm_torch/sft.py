@@ -10,17 +10,15 @@ The chat template is pinned into the output checkpoint, so eval and serving rend
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from llm_core.chat import encode_conversation
 from llm_core.data_io import RejectLog, load_records
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
+from llm_core.training import epoch_order
 from llm_core.types import Conversation, StageResult
 from llm_torch.configs import SftConfig
 from llm_torch.distributed import is_main, rank_and_world
@@ -79,20 +77,6 @@ class SftStage:
 
             summary = {"stage": "sft", "peak_lr": c.optimizer.lr, "chat_template": engine.tokenizer.template_name}
             return train(ctx, engine, batch_for_step, c, summary, steps=steps)
-
-
-def epoch_order(count: int, seed: int, step: int, batch_size: int) -> list[int]:
-    """Example indices of a step's batch: each epoch a seeded permutation, batches wrap epochs."""
-    out = []
-    for index in range(step * batch_size, (step + 1) * batch_size):
-        epoch, offset = divmod(index, count)
-        out.append(int(_permutation(count, seed, epoch)[offset]))
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def _permutation(count: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(count)
 
 
 def pinned_template(tokenizer: TextTokenizer, choice: str) -> str:

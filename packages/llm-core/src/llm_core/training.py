@@ -18,6 +18,7 @@ unless ``keep_state`` (it can be larger than the model: AdamW keeps two moments 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -196,3 +197,21 @@ def _round(value: Any, digits: int = 7) -> Any:
     if isinstance(value, float) and math.isfinite(value) and value != 0:
         return round(value, max(0, digits - 1 - math.floor(math.log10(abs(value)))))
     return value
+
+
+def epoch_order(count: int, seed: int, step: int, batch_size: int) -> list[int]:
+    """Example indices of optimizer step ``step``'s batch over ``count`` examples: each epoch a
+    seeded permutation (numpy's ``default_rng([seed, epoch])``), batches wrap across epochs; a
+    resumed run draws the same batches."""
+    out = []
+    for index in range(step * batch_size, (step + 1) * batch_size):
+        epoch, offset = divmod(index, count)
+        out.append(int(_permutation(count, seed, epoch)[offset]))
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(count: int, seed: int, epoch: int) -> Any:
+    import numpy as np  # here, not at import: llm_core stays free of numpy on the CLI path
+
+    return np.random.default_rng([seed, epoch]).permutation(count)

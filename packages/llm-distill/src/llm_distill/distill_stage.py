@@ -32,9 +32,9 @@ from llm_core.refs import LossRef
 from llm_core.specs import DecontaminateSpec, EngineSpec, RolloutSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
-from llm_core.training import StepPlan, Trainer
+from llm_core.training import StepPlan, Trainer, epoch_order
 from llm_core.types import StageResult
-from llm_distill.examples import Example, epoch_order, load_examples, padded
+from llm_distill.examples import Example, load_examples, padded
 from llm_distill.options import DistillOptimizer, OnPolicySpec, TeacherSpec
 from llm_distill.teacher import TopKCache, check_same_vocabulary, with_teacher
 

@@ -9,12 +9,9 @@ Records that are malformed or longer than ``seq_len`` go to the rejects file.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from llm_core.chat import encode_conversation
 from llm_core.data_io import RecordGate, RejectLog, load_records
@@ -83,17 +80,3 @@ def padded(rows: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], pad_id
 def target_positions(mask: Sequence[int]) -> list[int]:
     """Positions t whose label (the token at t + 1) is a target: where the loss looks at the teacher."""
     return [t for t in range(len(mask) - 1) if mask[t + 1]]
-
-
-def epoch_order(count: int, seed: int, step: int, batch_size: int) -> list[int]:
-    """Example indices of a step's batch: each epoch a seeded permutation, batches wrap epochs."""
-    out = []
-    for index in range(step * batch_size, (step + 1) * batch_size):
-        epoch, offset = divmod(index, count)
-        out.append(int(_permutation(count, seed, epoch)[offset]))
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def _permutation(count: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(count)
