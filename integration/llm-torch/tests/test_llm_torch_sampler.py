@@ -171,18 +171,39 @@ def test_generation_uses_the_weights_of_the_moment(tiny_engine):
     assert torch.allclose(queries, attn.q_proj(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["onednn", "blas"])
-def test_decode_weights_compute_the_same_projections(backend, matmul_backend):
-    """Packed (oneDNN, fp32 CPU) and plain decoding matmuls agree with F.linear up to summation
-    order, for the row count they were packed for and for others (a prefill); under autocast, or
-    where the CPU's matmuls go to the BLAS, the weights are left unpacked."""
-    in_effect = matmul_backend(backend)
+@pytest.mark.parametrize("layout", ["packed", "transposed", "plain"])
+def test_decode_weights_compute_the_same_projections(layout):
+    """Packed (oneDNN), transposed and plain decoding matmuls agree with F.linear up to summation
+    order, for the row count they were packed for and for others (a prefill); under autocast the
+    matrix is used as it is."""
+    from llm_torch.linear import onednn_available
+
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(96, 64, generator=generator) * 0.1
-    linear = DecodeLinear(weight, rows=8)
-    assert (linear.packed is not None) == (in_effect == "onednn")
+    linear = DecodeLinear(weight, rows=8, layout=layout)
+    assert (linear.packed is not None) == (layout == "packed" and onednn_available())
+    assert (linear.transposed is not None) == (layout == "transposed")
     for shape in ((8, 64), (8, 1, 64), (3, 40, 64)):
         x = torch.randn(*shape, generator=generator)
         assert torch.allclose(linear(x), torch.nn.functional.linear(x, weight), rtol=1e-5, atol=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert DecodeLinear(weight, rows=8).packed is None
+        kept = DecodeLinear(weight, rows=8, layout=layout)
+        assert kept.packed is None and kept.transposed is None and kept.weight is not None
+
+
+def test_decode_layout_rule(matmul_backend):
+    """``decode_layout``: packed where oneDNN is the backend, for large matrices and for models
+    larger than the last-level cache; else transposed for wide matrices and plain for deep ones."""
+    from llm_torch import linear
+
+    if not linear.onednn_available():
+        pytest.skip("this torch build has no oneDNN")
+    cache = linear.last_level_cache_bytes()
+    assert cache > 0
+    matmul_backend("blas")
+    assert linear.decode_layout(1536, 256, model_bytes=cache // 2) == "transposed"
+    assert linear.decode_layout(256, 768, model_bytes=cache // 2) == "plain"
+    assert linear.decode_layout(8192, 256, model_bytes=cache // 2) == "packed"  # 8 MiB
+    assert linear.decode_layout(256, 768, model_bytes=cache + 1) == "packed"
+    matmul_backend("onednn")
+    assert linear.decode_layout(256, 768, model_bytes=1) == "packed"

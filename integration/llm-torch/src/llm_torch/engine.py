@@ -21,7 +21,8 @@ from llm_core.specs import OptimizerSpec, SamplingSpec
 from llm_core.types import Sample
 from llm_torch import hf, sampler
 from llm_torch.batches import ENGINE_KEYS, IGNORE_INDEX, accepted_names, prepare_batch, rows_of
-from llm_torch.logprobs import label_logprobs
+from llm_torch.linear import Linear
+from llm_torch.logprobs import label_logprobs, release_scratch
 from llm_torch.model import LlamaModel, ModelConfig
 from llm_torch.schedules import Schedule
 from llm_torch.tokenizer import TextTokenizer
@@ -187,10 +188,12 @@ class TorchEngine:
 
     def _label_logprobs_only(self, loss_fn: Callable[..., Any]) -> bool:
         """Whether the loss can take its ``logprobs`` from the hidden states without logits: it does not
-        name ``logits`` (nor takes ``**kwargs``), in fp32, in one process (DDP needs its wrapper's forward)."""
+        name ``logits`` (nor takes ``**kwargs``), the LM head is the plain one, in fp32, in one process
+        (DDP needs its wrapper's forward)."""
         params = inspect.signature(loss_fn).parameters.values()
         wants_logits = any(p.name == "logits" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-        return not wants_logits and self.precision == "fp32" and self._trainer_model is self.model
+        plain_head = type(self.model.lm_head) is Linear  # a converted head (a precision recipe's) runs its own forward
+        return not wants_logits and plain_head and self.precision == "fp32" and self._trainer_model is self.model
 
     def _sequence_shard(self, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any],
                                                                          float]:
@@ -294,7 +297,9 @@ class TorchEngine:
                              f"unexpected {unexpected[:5]}")
 
     def sleep(self) -> None:
-        """Nothing to release: decoding buffers live only inside a ``generate`` call."""
+        """Free the output layer's reusable training buffer (``llm_torch.logprobs``); decoding
+        buffers live only inside a ``generate`` call."""
+        release_scratch()
 
     def wake(self) -> None:
         """See ``sleep``."""

@@ -19,6 +19,7 @@ from torch import nn
 
 from llm_core.engines import RopeScaling
 from llm_torch.decode import DecodeWeights, LayerWeights
+from llm_torch.fused import rms_norm, rotate
 from llm_torch.linear import Linear
 
 # Attention over (q, k, v) that replaces the local kernel: context parallelism's distributed attention
@@ -107,12 +108,6 @@ class Rotary(nn.Module):
         return self._tables
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos[:, None] + rotated * sin[:, None]).to(x.dtype)
-
-
 # --- Blocks -------------------------------------------------------------------------------------
 
 
@@ -123,10 +118,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 (as HF does) so that bf16 training and fp32 export agree.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # Normalised in fp32 (as HF does) so that bf16 training and fp32 export agree.
+        return rms_norm(x, self.weight, self.eps)
 
 
 class KVCache:
@@ -176,7 +169,7 @@ class Attention(nn.Module):
             q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
             k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
             v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         if attend is not None:  # context parallel: this process's rows of attention over the whole sequence
@@ -192,7 +185,7 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         heads = self.heads + 2 * self.kv_heads
         qkv = qkv_linear(x).view(b, t, heads, self.head_dim).transpose(1, 2)
-        qk = apply_rotary(qkv[:, :self.heads + self.kv_heads], cos, sin)
+        qk = rotate(qkv[:, :self.heads + self.kv_heads], cos, sin)
         return qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_core.builtins.losses import cross_entropy  # the suite's loss: mean NLL over the target tokens
 from llm_core.engines import RolloutEngine, Tokenizer, TrainEngine
 from llm_core.specs import SamplingSpec
 from llm_core.training import Trainer
@@ -60,11 +61,6 @@ class EngineHarness:
         path = self.workdir / name
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
-
-
-def cross_entropy(logprobs: Any, mask: Any) -> Any:
-    """The suite's loss: mean negative log-likelihood over the target tokens."""
-    return -(logprobs * mask).sum() / mask.sum()
 
 
 # --- TrainEngine ---------------------------------------------------------------------------------
