@@ -175,7 +175,7 @@ class Attention(nn.Module):
         if attend is not None:  # context parallel: this process's rows of attention over the whole sequence
             out = attend(q, k, v)
         else:  # without a mask the plain causal kernel is the fast path; with padding or a cache the
-            # caller builds an explicit boolean mask (True = may attend)
+            # caller builds an explicit boolean mask (True = may attend), made additive in ``hidden``
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                                  enable_gqa=self.heads != self.kv_heads)
         return (weights.o if weights is not None else self.o_proj)(out.transpose(1, 2).reshape(b, t, -1))
@@ -264,6 +264,10 @@ class LlamaModel(nn.Module):
             positions = positions.expand(input_ids.shape[0], -1)
         cos, sin = self.rotary(positions)
         x = self.model.embed_tokens(input_ids)
+        if mask is not None and mask.dtype == torch.bool:
+            # Once for every layer: given a boolean mask, the attention kernel converts it to this
+            # additive one at each call (60 conversions a decoding step at 30 layers).
+            mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
         for block in self.model.layers:
             x = block(x, cos, sin, mask, cache, attend)
         if cache is not None:

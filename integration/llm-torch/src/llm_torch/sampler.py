@@ -60,12 +60,19 @@ def nucleus_size(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
     vocab = sorted_probs.shape[-1]
     approx_through = sorted_probs.cumsum(-1)  # float32: mass up to and including each token
     slack = vocab * 2.0 ** -23
-    width = min(vocab, int((approx_through < top_p + slack).sum(-1).max()) + 1)
+    # Columns whose float32 mass through them is below top_p + slack (a count: the sums only grow).
+    below = torch.searchsorted(approx_through, torch.full_like(approx_through[..., :1], top_p + slack))
+    width = min(vocab, int(below.max()) + 1)
     head = sorted_probs[..., :width]
     exact_through = head.cumsum(-1, dtype=torch.float64)
-    mass_before = torch.cat((torch.zeros_like(exact_through[..., :1]), exact_through[..., :-1]), dim=-1)
-    in_nucleus = (mass_before < top_p) & (head > 0)  # a prefix: mass grows, probabilities fall
-    return in_nucleus.sum(-1, keepdim=True).clamp(min=1)
+    # Rank r > 0 is in when the mass before it, exact_through[r - 1], is below top_p, and its
+    # probability is not zero. Both are prefixes (mass grows, probabilities fall), so each is a
+    # count, found by binary search where the values are sorted; rank 0 is always in.
+    by_mass = 1 + torch.searchsorted(exact_through[..., :-1].contiguous(),
+                                     torch.full_like(exact_through[..., :1], top_p))
+    if bool((head[..., -1] == 0).any()):  # zeros inside the head: the nucleus ends before them
+        by_mass = torch.minimum(by_mass, (head > 0).sum(-1, keepdim=True))
+    return by_mass.clamp(min=1)
 
 
 def choose_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
@@ -93,12 +100,21 @@ def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     size = nucleus_size(sorted_probs, top_p)
     threshold = sorted_probs.gather(-1, size - 1)
     at_least = probs >= threshold
-    if bool((at_least.sum(-1, keepdim=True) == size).all()):
-        return at_least  # the usual case: no tie at the threshold is left out
-    above = probs > threshold
-    ties = probs == threshold
-    tie_places = size - above.sum(-1, keepdim=True)
-    return above | (ties & (ties.cumsum(-1) <= tie_places))
+    # No tie at the threshold is left out (the usual case) when the next ranked value is below it.
+    next_value = sorted_probs.gather(-1, size.clamp(max=probs.shape[-1] - 1))
+    if bool(((size == probs.shape[-1]) | (next_value < threshold)).all()):
+        return at_least
+    # Ties cut by the nucleus: keep the first ``places`` of each row's tied tokens, by token id.
+    # Ranked values above the threshold are a prefix of the sorted row, counted by binary search.
+    above_count = torch.searchsorted(-sorted_probs, -threshold)  # -sorted is ascending
+    places = (size - above_count).squeeze(-1)
+    rows, ids = torch.nonzero(probs == threshold, as_tuple=True)  # row-major: ids ascend in a row
+    per_row = torch.bincount(rows, minlength=probs.shape[0])
+    starts = per_row.cumsum(0) - per_row  # where each row's ties begin in the list
+    keep = torch.arange(len(rows), device=probs.device) - starts[rows] < places[rows]
+    mask = probs > threshold
+    mask[rows[keep], ids[keep]] = True
+    return mask
 
 
 def _sort_descending(probs: torch.Tensor) -> torch.Tensor:
@@ -173,7 +189,7 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
             token = choose_tokens(logits, sampling.temperature, sampling.top_k, sampling.top_p, generator)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         tokens.append(token)
-        logprobs.append(logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1))
+        logprobs.append((logits.gather(-1, token[:, None]) - logits.logsumexp(-1, keepdim=True)).squeeze(-1))
         finished |= torch.isin(token, stops)
         if bool(finished.all()):
             break
