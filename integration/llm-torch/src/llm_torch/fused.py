@@ -4,7 +4,7 @@ Written as plain tensor code, each of the two leaves autograd a chain of small e
 to record and differentiate: RMSNorm's forward allocates four tensors of the input's size and
 its backward about six more; the rotation concatenates a negated half and keeps both products.
 The versions here compute the same values with fewer passes over memory: RMSNorm keeps only
-the input and one reciprocal norm per row, the rotation only cos / sin, and both backward
+the normalised input and one reciprocal norm per row, the rotation only cos / sin, and both backward
 passes run in place on one buffer. On the 2-core CPU of the README's benchmarks this takes
 RMSNorm's forward + backward from 3.3 to 1.4 ms and the rotation's from 2.6 to 0.8 ms at the
 tiny shape (8 x 256 tokens). Values equal the plain code's up to rounding (1e-6); the gradients
@@ -19,26 +19,26 @@ from __future__ import annotations
 import torch
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x * r * w, r) with r = 1 / sqrt(mean(x^2) + eps) per row."""
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x * r * w, x * r, r) with r = 1 / sqrt(mean(x^2) + eps) per row."""
     inv_norm = torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
-    return (x * inv_norm).mul_(weight), inv_norm
+    normed = x * inv_norm
+    return normed * weight, normed, inv_norm
 
 
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        out, inv_norm = _rms_norm(x, weight, eps)
-        ctx.save_for_backward(x, weight, inv_norm)
+        out, normed, inv_norm = _rms_norm(x, weight, eps)
+        ctx.save_for_backward(normed, weight, inv_norm)  # normed, not x: the backward needs only it
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         # With xhat = x r: dw = sum_rows(dy xhat); dx = r (dy w - xhat mean(dy w xhat)).
-        x, weight, inv_norm = ctx.saved_tensors
-        normed = x * inv_norm
-        grad_weight = (grad * normed).reshape(-1, x.shape[-1]).sum(0) if ctx.needs_input_grad[1] else None
+        normed, weight, inv_norm = ctx.saved_tensors
+        grad_weight = (grad * normed).reshape(-1, normed.shape[-1]).sum(0) if ctx.needs_input_grad[1] else None
         grad_normed = grad * weight
         along = (grad_normed * normed).mean(-1, keepdim=True)
         grad_x = grad_normed.sub_(normed.mul_(along)).mul_(inv_norm)
@@ -49,7 +49,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dimension, normalised in fp32 (as Hugging Face's Llama does)."""
     if x.dtype == torch.float32 and weight.dtype == torch.float32:
         if not torch.is_grad_enabled():  # decoding: no autograd node to build (30 us a call)
-            return _rms_norm(x, weight, eps)[0]
+            inv_norm = torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
+            return (x * inv_norm).mul_(weight)
         return _RMSNorm.apply(x, weight, eps)
     x32 = x.float()
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
