@@ -44,5 +44,7 @@ def test_zero_coefficient_is_plain_cross_entropy():
     logits = torch.randn(3, 4, 11)
     labels = torch.randint(0, 11, (3, 4))
     z = host.registries.losses.build("z_loss", {"z_coef": 0.0})(logits, labels)
-    ce = host.registries.losses.build("cross_entropy")(logits, labels)
+    # the built-in loss takes the labels' log-probs (what an engine hands it), not the logits
+    logprobs = torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    ce = host.registries.losses.build("cross_entropy")(logprobs=logprobs, mask=torch.ones_like(logprobs))
     assert torch.allclose(z, ce)
