@@ -5,7 +5,7 @@ to record and differentiate: RMSNorm's forward allocates four tensors of the inp
 its backward about six more; the rotation concatenates a negated half and keeps both products.
 The versions here compute the same values with fewer passes over memory: RMSNorm keeps only
 the normalised input and one reciprocal norm per row, the rotation only cos / sin, and both backward
-passes run in place on one buffer. On the 2-core CPU of the README's benchmarks this takes
+passes run in place on one buffer. On a 2-core Intel Xeon @ 2.60GHz (AVX-512) this takes
 RMSNorm's forward + backward from 3.3 to 1.4 ms and the rotation's from 2.6 to 0.8 ms at the
 tiny shape (8 x 256 tokens). Values equal the plain code's up to rounding (1e-6); the gradients
 are the exact derivatives of the same formulas (tests/test_llm_torch_fused.py).
@@ -19,9 +19,14 @@ from __future__ import annotations
 import torch
 
 
+def _inverse_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """r = 1 / sqrt(mean(x^2) + eps) per row."""
+    return torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
+
+
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x * r * w, x * r, r) with r = 1 / sqrt(mean(x^2) + eps) per row."""
-    inv_norm = torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
+    """(x * r * w, x * r, r)."""
+    inv_norm = _inverse_norm(x, eps)
     normed = x * inv_norm
     return normed * weight, normed, inv_norm
 
@@ -48,9 +53,8 @@ class _RMSNorm(torch.autograd.Function):
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dimension, normalised in fp32 (as Hugging Face's Llama does)."""
     if x.dtype == torch.float32 and weight.dtype == torch.float32:
-        if not torch.is_grad_enabled():  # decoding: no autograd node to build (30 us a call)
-            inv_norm = torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
-            return (x * inv_norm).mul_(weight)
+        if not torch.is_grad_enabled():  # decoding: no autograd node to build (about 30 us a call)
+            return (x * _inverse_norm(x, eps)).mul_(weight)
         return _RMSNorm.apply(x, weight, eps)
     x32 = x.float()
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)

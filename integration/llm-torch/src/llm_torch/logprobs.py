@@ -9,7 +9,8 @@ positions are projected, a chunk of rows at a time, and each chunk is turned in 
 the backward needs: ``exp(logit - row max)``, with the row sums. The backward scales that buffer
 in place into the logits' gradient, ``g * (onehot(label) - softmax)``, and multiplies it by the
 weight and the hidden states. One B x T x V buffer in all, and about a quarter less time for the
-output layer and its loss (``tools/bench_torch.py``).
+output layer and its loss on a 2-core Intel Xeon @ 2.60GHz, AVX-512 (199 -> 152 ms at 2048
+rows and an 8k vocabulary).
 
 When that buffer would exceed ``KEEP_PROBS_BYTES`` (long sequences, large vocabularies), nothing
 of size V is kept: the backward recomputes each chunk's logits, trading one more matmul with the
@@ -18,7 +19,7 @@ to the order of summation (fp32 throughout). Each graph is differentiated once (
 reuses the buffer in place), which is what a training step does.
 
 The kept buffer is reused from step to step (``_Scratch``): a fresh allocation of that size is
-mapped page by page on first touch, 16 ms for 64 MB on the benchmark CPU, every step.
+mapped page by page on first touch, 16 ms for 64 MB on that Xeon, every step.
 ``release_scratch`` returns it (``TorchEngine.sleep`` does).
 """
 

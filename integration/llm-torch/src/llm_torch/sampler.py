@@ -189,7 +189,7 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
             token = choose_tokens(logits, sampling.temperature, sampling.top_k, sampling.top_p, generator)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         tokens.append(token)
-        logprobs.append((logits.gather(-1, token[:, None]) - logits.logsumexp(-1, keepdim=True)).squeeze(-1))
+        logprobs.append(logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1))
         finished |= torch.isin(token, stops)
         if bool(finished.all()):
             break
