@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from llm_core.specs import SamplingSpec
@@ -62,6 +63,26 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(registries, make_en
     assert abs(full["loss"] - micro["loss"]) < 1e-6
     for a, b in zip(engines[0].model.parameters(), engines[1].model.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_clipping_inside_the_fused_adamw_equals_clip_grad_norm(registries, make_engine):
+    """The clipping factor enters the fused AdamW as its grad_scale: the step equals
+    clip_grad_norm_ and then the optimizer step, with clipping (limit 0.05) and without (1e6)."""
+    loss = registries.losses.build("cross_entropy")
+    batch = {"input_ids": torch.randint(0, 300, (4, 16), generator=torch.Generator().manual_seed(0))}
+    for limit in (0.05, 1e6):
+        folded, plain = (make_engine(SMALL, lr=3e-3, seed=3) for _ in range(2))
+        assert folded.optimizer.defaults["fused"]
+        folded.grad_clip = plain.grad_clip = limit
+        metrics = folded.train_step(batch, loss)
+        plain.forward_backward(batch, loss)
+        norm = torch.nn.utils.clip_grad_norm_([p for p in plain.model.parameters() if p.grad is not None], limit)
+        plain.optimizer.step()
+        assert (float(norm) > limit) == (limit < 1)
+        assert metrics["grad_norm"] == pytest.approx(float(norm), rel=1e-6)
+        for a, b in zip(folded.model.parameters(), plain.model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-6)
+        assert getattr(folded.optimizer, "grad_scale", None) is None  # not left for the next step
 
 
 def test_save_and_load_restore_weights_and_optimizer(tiny_engine, make_engine, registries, tmp_path):

@@ -115,3 +115,17 @@ def test_gate_reaches_distill(run_on_tiny, tiny_run, tmp_path):
                          "decontaminate": HELDOUT_GATE}])
     gate = json.loads(Path(root, "kd", "decontamination.json").read_text())
     assert (gate["what"], gate["checked"], gate["dropped"]) == ("conversations", 6, 2)
+
+
+def test_test_time_compute_in_parallel_gives_the_curves_of_one_process(run_on_tiny):
+    """parallel = true: each checkpoint's curve drawn in its own worker process (the local executor,
+    two workers) equals the curve of one process."""
+    ttc = {"kind": "test_time_compute", "threads": 1, "max_problems": 4, "samples": 4, "ns": [1, 2, 4],
+           "sampling": {"max_new_tokens": 16}, "prompt": {"prompt_format": "Question: {prompt}\nAnswer:"},
+           "inputs": {"problems": "data/heldout", "cold_start": "cold_start/checkpoint",
+                      "pretrain": "pretrain/checkpoint"}}
+    root = run_on_tiny([{"name": "serial", **ttc},
+                        {"name": "parallel", **ttc, "parallel": True, "executor": {"kind": "local", "workers": 2}}])
+    serial, parallel = (json.loads(Path(root, stage, "ttc.json").read_text()) for stage in ("serial", "parallel"))
+    assert list(parallel["curves"]) == ["cold_start", "pretrain"]
+    assert parallel == serial

@@ -229,6 +229,26 @@ def test_eval_table_and_plot(tiny_run, tmp_path, recipe_runner, capsys):
     assert png.startswith(b"\x89PNG")
 
 
+def test_eval_in_parallel_gives_the_rows_of_one_process(tiny_run, tmp_path, recipe_runner):
+    """parallel = true: each checkpoint scored in its own worker process (the local executor, two
+    workers, each with its own verifier pool) gives exactly the rows of one process."""
+    _base(tiny_run, tmp_path)
+    ev = {"kind": "rlvr_eval", "inputs": {"problems": "data/heldout", "base": "cold_start/checkpoint",
+                                          "grpo": "grpo/checkpoint"},
+          "sampling": {"max_new_tokens": 12}, "max_problems": 12, "threads": 1,
+          "sampled_temperature": 1.0, "samples_per_problem": 2}
+    recipe_runner([grpo_stage(steps=1), {"name": "serial", **ev, "verifier": {"workers": 0}},
+                   {"name": "parallel", **ev, "verifier": {"workers": 1}, "parallel": True,
+                    "executor": {"kind": "local", "workers": 2}}], str(tmp_path))
+
+    def rows(stage):
+        return json.loads((tmp_path / stage / "results.json").read_text())["rows"]
+
+    assert [r["name"] for r in rows("parallel")] == ["base", "grpo"]
+    assert rows("parallel") == rows("serial")
+    assert sorted(p.name for p in (tmp_path / "parallel" / "_shards").iterdir()) == ["base.json", "grpo.json"]
+
+
 def test_format_shares_score_each_sample_as_the_verifier_sees_it():
     from llm_core.types import Problem, Sample
     from llm_rlvr.eval_stage import RlvrEvalConfig, format_shares

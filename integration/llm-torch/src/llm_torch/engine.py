@@ -231,11 +231,30 @@ class TorchEngine:
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.context_parallel is not None:
             _average_gradients(params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or float("inf"))
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        self._clip(params, grad_norm)
         self.optimizer.step()
+        self.optimizer.grad_scale = None
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return {"lr": lr, "grad_norm": float(grad_norm)}
+
+    def _clip(self, params: list[torch.Tensor], grad_norm: torch.Tensor) -> None:
+        """Scale the gradients by ``grad_clip / (norm + 1e-6)`` when that is below 1, as
+        ``torch.nn.utils.clip_grad_norm_`` does. The fused AdamW takes the factor as its
+        ``grad_scale`` (what ``torch.amp.GradScaler`` sets: the kernel divides each gradient as it
+        reads it), which saves a pass over every gradient (at 135M, 540 MB read and written each
+        step). Steps that need no clipping multiply by nothing (``clip_grad_norm_`` multiplies by
+        1.0)."""
+        if self.grad_clip is None:
+            return
+        coefficient = self.grad_clip / (float(grad_norm) + 1e-6)
+        if coefficient >= 1.0:
+            return
+        if self.optimizer.defaults.get("fused"):
+            self.optimizer.grad_scale = torch.tensor(1.0 / coefficient, device=self.device)
+        else:
+            torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, grad_norm)
 
     def train_step(self, batch: Mapping[str, Any], loss_fn: Callable[..., Any],
                    micro_batch_size: int | None = None) -> dict[str, float]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -24,3 +26,17 @@ def limit_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def threads_per_shard(threads: int | None, executor: Any, shards: int) -> int | None:
+    """Torch threads for each of ``shards`` shards that ``executor`` may run at once: ``threads``
+    when set, else this machine's cores shared out among the concurrent shards (so that two
+    shards on two cores take one thread each instead of fighting over both). An executor that
+    runs shards in this process (one worker) leaves torch's setting (None)."""
+    if threads:
+        return threads
+    workers = getattr(executor, "workers", None)
+    if workers == 1 or shards <= 1:
+        return None
+    concurrent = min(shards, workers or shards)
+    return max(1, (os.cpu_count() or 1) // concurrent)

@@ -14,25 +14,32 @@ For every checkpoint input, ``samples`` completions per problem are drawn once a
 
 Writes ``ttc.md`` (a table per checkpoint), ``ttc.json``, ``ttc.png`` (accuracy against N, log scale)
 and, with ``token_axis``, ``ttc_tokens.png`` (accuracy against generated tokens).
+
+With ``parallel = true`` each checkpoint is one shard of ``ctx.run_shards``: the stage's executor
+runs several at once, each in its own process with its own engine (for CPU engines; a killed stage
+resumes with the curves already drawn). The curves are those of one process: sampling and the
+subsets are seeded by the stage seed alone.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass
 
 from pydantic import Field, model_validator
 
 from llm_core.artifacts import atomic_open, write_json
 from llm_core.config import Config
 from llm_core.data_io import load_problems
+from llm_core.engines import build_rollout_engine
 from llm_core.plots import save_figure
 from llm_core.refs import VerifierRef
+from llm_core.registry import Registries
 from llm_core.specs import RolloutSpec, SamplingSpec
 from llm_core.stage import StageContext
-from llm_core.threads import limit_threads
-from llm_core.types import StageResult
+from llm_core.threads import limit_threads, threads_per_shard
+from llm_core.types import Problem, StageResult
 from llm_eval.generation import PromptSpec, sample_completions
 from llm_eval.judging import JudgeSpec, judge
 from llm_eval.passk import extract_answer, pass_at_k
@@ -58,6 +65,8 @@ class TestTimeComputeConfig(Config):
     token_axis: bool = Field(True, description="also plot accuracy against generated tokens")
     chunk_prompts: int = Field(16, ge=1)
     threads: int | None = Field(None, ge=1)
+    parallel: bool = Field(False, description="draw the checkpoints' curves concurrently, one shard each through "
+                           "the stage's executor (each in its own process with its own engine); for CPU engines")
 
     @model_validator(mode="after")
     def _ns_fit(self) -> TestTimeComputeConfig:
@@ -79,8 +88,14 @@ class TestTimeComputeStage:
             checkpoints = {k: v for k, v in ctx.inputs.items() if k != "problems"}
             if not checkpoints:
                 raise ValueError(f"stage {ctx.name!r}: name at least one checkpoint input besides 'problems'")
-            selector = c.selector.build(ctx.registries) if c.selector is not None else None
-            curves = {name: self.curve(ctx, uri, problems, selector) for name, uri in checkpoints.items()}
+            if c.parallel:
+                threads = threads_per_shard(c.threads, ctx.executor, len(checkpoints))
+                tasks = [CurveTask(name, c, uri, problems, ctx.seed, threads) for name, uri in checkpoints.items()]
+                curves = dict(zip(checkpoints, ctx.run_shards(curve_in_worker, tasks, desc=f"{ctx.name}: checkpoints"),
+                                  strict=True))
+            else:
+                curves = {name: checkpoint_curve(c, ctx.registries, uri, problems, ctx.seed)
+                          for name, uri in checkpoints.items()}
         write_json(ctx.path("ttc.json"), {"problems": len(problems), "samples": c.samples, "curves": curves})
         with atomic_open(ctx.path("ttc.md"), "wt", encoding="utf-8") as handle:
             handle.write(render_table(curves, len(problems), c))
@@ -94,21 +109,44 @@ class TestTimeComputeStage:
         ctx.log_metrics(metrics)
         return StageResult(metrics=metrics, artifacts=artifacts)
 
-    def curve(self, ctx: StageContext, uri: str, problems: list[Any], selector: Any) -> list[dict[str, float]]:
-        c = self.config
-        engine = ctx.rollout_engine(c.rollout, checkpoint=uri)
-        groups = sample_completions(engine, [p.prompt for p in problems], c.samples, c.sampling, c.prompt,
-                                    c.chunk_prompts)
-        verdicts = iter(judge(c.verifier, ctx.registries,
-                              [(p.prompt, s.text, p.reference) for p, group in zip(problems, groups, strict=True)
-                               for s in group]))
-        judged = []
-        for problem, group in zip(problems, groups, strict=True):
-            passed = [next(verdicts).passed for _ in group]
-            scores = ([selector.verify(problem.prompt, s.text, None).score for s in group]
-                      if selector is not None else None)
-            judged.append((passed, [extract_answer(s.text) for s in group], scores, [s.tokens for s in group]))
-        return [curve_point(judged, n, c.subsets, ctx.seed) for n in sorted(set(c.ns))]
+
+@dataclass(frozen=True)
+class CurveTask:
+    """One checkpoint's curve, drawn in a worker process (picklable)."""
+
+    shard_id: str
+    config: TestTimeComputeConfig
+    uri: str
+    problems: list[Problem]
+    seed: int
+    threads: int | None
+
+
+def curve_in_worker(task: CurveTask) -> list[dict[str, float]]:
+    from llm_core.plugins import get_registries
+
+    with limit_threads(task.threads):
+        return checkpoint_curve(task.config, get_registries(), task.uri, task.problems, task.seed)
+
+
+def checkpoint_curve(c: TestTimeComputeConfig, registries: Registries, uri: str, problems: list[Problem],
+                     seed: int) -> list[dict[str, float]]:
+    """Sample ``c.samples`` completions per problem from the checkpoint at ``uri``, judge them, and
+    return the accuracies at every N of ``c.ns``."""
+    selector = c.selector.build(registries) if c.selector is not None else None
+    engine = build_rollout_engine(c.rollout, registries, checkpoint=uri, seed=seed)
+    groups = sample_completions(engine, [p.prompt for p in problems], c.samples, c.sampling, c.prompt,
+                                c.chunk_prompts)
+    verdicts = iter(judge(c.verifier, registries,
+                          [(p.prompt, s.text, p.reference) for p, group in zip(problems, groups, strict=True)
+                           for s in group]))
+    judged = []
+    for problem, group in zip(problems, groups, strict=True):
+        passed = [next(verdicts).passed for _ in group]
+        scores = ([selector.verify(problem.prompt, s.text, None).score for s in group]
+                  if selector is not None else None)
+        judged.append((passed, [extract_answer(s.text) for s in group], scores, [s.tokens for s in group]))
+    return [curve_point(judged, n, c.subsets, seed) for n in sorted(set(c.ns))]
 
 
 def curve_point(judged: list[tuple[list[bool], list[str | None], list[float] | None, list[int]]], n: int,

@@ -7,12 +7,19 @@ beyond the intervals), the share of responses in the expected format (R1's ``<th
 </think> <answer> ... </answer>``, greedy and sampled: what rejection-sampling SFT and a format
 reward aim at, which pass@1 alone does not show) and ``curves.png``: reward and pass@1 over the steps of every RL stage
 among the inputs, read from their ``metrics.jsonl``.
+
+With ``parallel = true`` each checkpoint is one shard of ``ctx.run_shards``: the stage's executor
+scores several at once, each in its own process with its own engine and verifier pool (on 2 CPU
+cores, two checkpoints at one torch thread each instead of one after the other), and a killed
+stage resumes with the checkpoints already scored. The rows are the same as in one process: every
+checkpoint's sampling is seeded by the stage seed alone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -20,21 +27,19 @@ from pydantic import Field
 
 from llm_core.artifacts import atomic_open, exists, join, write_json
 from llm_core.data_io import load_problems
+from llm_core.engines import build_rollout_engine
 from llm_core.plots import save_figure
+from llm_core.registry import Registries
 from llm_core.specs import SamplingSpec
 from llm_core.stage import StageContext
 from llm_core.stats import mean_interval, wilson_interval
-from llm_core.threads import limit_threads
-from llm_core.types import StageResult
+from llm_core.threads import limit_threads, threads_per_shard
+from llm_core.types import Problem, StageResult
 from llm_rlvr.options import RolloutOptions
 from llm_rlvr.rollout import Group, completion_text, sample_and_verify
 from llm_rlvr.verifiers.combine import FormatConfig, FormatVerifier
 
 log = logging.getLogger("llmt.rlvr")
-
-
-
-
 
 
 class RlvrEvalConfig(RolloutOptions):
@@ -49,6 +54,9 @@ class RlvrEvalConfig(RolloutOptions):
     format: FormatConfig | None = Field(default_factory=FormatConfig, description="also report the share of "
                                         "greedy (and sampled) responses matching this format; default R1's "
                                         "<think>/<answer>; none: not reported")
+    parallel: bool = Field(False, description="score the checkpoints concurrently, one shard each through the "
+                           "stage's executor (each in its own process, with its own engine and verifier pool; "
+                           "a killed stage resumes with those done); for CPU engines")
 
 
 class RlvrEvalStage:
@@ -69,8 +77,15 @@ class RlvrEvalStage:
             for name in (a, b):
                 if name not in checkpoints:
                     raise ValueError(f"compare names {name!r}, which is not an input; inputs: {sorted(checkpoints)}")
-        with VerifierPool(o.verifier, workers=o.verifier.workers, timeout_s=o.verifier.timeout_s) as pool:
-            rows = [self.score(ctx, pool, problems, name, uri) for name, uri in checkpoints.items()]
+        if o.parallel:
+            threads = threads_per_shard(o.threads, ctx.executor, len(checkpoints))
+            tasks = [CheckpointTask(name, o, name, uri, problems, ctx.seed, threads)
+                     for name, uri in checkpoints.items()]
+            rows = ctx.run_shards(score_in_worker, tasks, desc=f"{ctx.name}: checkpoints")
+        else:
+            with VerifierPool(o.verifier, workers=o.verifier.workers, timeout_s=o.verifier.timeout_s) as pool:
+                rows = [score_checkpoint(o, ctx.registries, pool, problems, name, uri, ctx.seed)
+                        for name, uri in checkpoints.items()]
         metric_names = ["greedy"] + (["sampled"] if o.sampled_temperature else [])
         comparisons = [compare(rows, a, b, metric) for metric in metric_names for a, b in o.compare]
         table = render_table(rows, comparisons, o)
@@ -90,37 +105,61 @@ class RlvrEvalStage:
             artifacts["curves"] = ctx.path("curves.png")
         return StageResult(metrics=metrics, artifacts=artifacts)
 
-    def score(self, ctx: StageContext, pool: Any, problems: list[Any], name: str, uri: str) -> dict[str, Any]:
-        """Greedy pass@1 (Wilson interval) and, if asked, sampled pass@1 (interval over problems)."""
-        o = self.config
-        engine = ctx.rollout_engine(o.rollout_spec(), checkpoint=uri)
-        greedy = SamplingSpec(max_new_tokens=o.sampling.max_new_tokens, temperature=0.0)
-        groups, _ = sample_and_verify(engine, pool, problems, 1, greedy, o.prompt, o.chunk_prompts)
-        passed = sum(g.verdicts[0].passed for g in groups)
-        low, high = wilson_interval(passed, len(groups))
-        row = {"name": name, "checkpoint": uri, "passed": passed, "n": len(groups),
-               "pass_at_1": passed / len(groups), "ci_low": low, "ci_high": high,
-               "response_tokens": sum(len(g.samples[0].token_ids) for g in groups) / len(groups)}
-        log.info("%s: greedy pass@1 %.3f [%.3f, %.3f]", name, row["pass_at_1"], low, high)
+
+@dataclass(frozen=True)
+class CheckpointTask:
+    """One checkpoint to score in a worker process (picklable)."""
+
+    shard_id: str
+    config: RlvrEvalConfig
+    name: str
+    uri: str
+    problems: list[Problem]
+    seed: int
+    threads: int | None
+
+
+def score_in_worker(task: CheckpointTask) -> dict[str, Any]:
+    from llm_core.plugins import get_registries
+    from llm_rlvr.pool import VerifierPool
+
+    o = task.config
+    with limit_threads(task.threads), VerifierPool(o.verifier, workers=o.verifier.workers,
+                                                   timeout_s=o.verifier.timeout_s) as pool:
+        return score_checkpoint(o, get_registries(), pool, task.problems, task.name, task.uri, task.seed)
+
+
+def score_checkpoint(o: RlvrEvalConfig, registries: Registries, pool: Any, problems: list[Problem], name: str,
+                     uri: str, seed: int) -> dict[str, Any]:
+    """Greedy pass@1 (Wilson interval) and, if asked, sampled pass@1 (interval over problems)."""
+    engine = build_rollout_engine(o.rollout_spec(), registries, checkpoint=uri, seed=seed)
+    greedy = SamplingSpec(max_new_tokens=o.sampling.max_new_tokens, temperature=0.0)
+    groups, _ = sample_and_verify(engine, pool, problems, 1, greedy, o.prompt, o.chunk_prompts)
+    passed = sum(g.verdicts[0].passed for g in groups)
+    low, high = wilson_interval(passed, len(groups))
+    row = {"name": name, "checkpoint": uri, "passed": passed, "n": len(groups),
+           "pass_at_1": passed / len(groups), "ci_low": low, "ci_high": high,
+           "response_tokens": sum(len(g.samples[0].token_ids) for g in groups) / len(groups)}
+    log.info("%s: greedy pass@1 %.3f [%.3f, %.3f]", name, row["pass_at_1"], low, high)
+    if o.format is not None:
+        well_formed = int(sum(format_shares(engine.tokenizer, groups, o)))  # one sample each: 0 or 1
+        f_low, f_high = wilson_interval(well_formed, len(groups))
+        row.update(format=well_formed / len(groups), format_ci_low=f_low, format_ci_high=f_high)
+    if o.sampled_temperature:
+        sampling = o.sampling.model_copy(update={"temperature": o.sampled_temperature, "seed": seed})
+        groups, _ = sample_and_verify(engine, pool, problems, o.samples_per_problem, sampling, o.prompt,
+                                      o.chunk_prompts)
+        per_problem = [sum(v.passed for v in g.verdicts) / len(g.verdicts) for g in groups]
+        s_low, s_high = mean_interval(per_problem)
+        row.update(sampled_pass_at_1=sum(per_problem) / len(per_problem), sampled_ci_low=s_low,
+                   sampled_ci_high=s_high)
         if o.format is not None:
-            well_formed = int(sum(format_shares(engine.tokenizer, groups, o)))  # one sample each: 0 or 1
-            f_low, f_high = wilson_interval(well_formed, len(groups))
-            row.update(format=well_formed / len(groups), format_ci_low=f_low, format_ci_high=f_high)
-        if o.sampled_temperature:
-            sampling = o.sampling.model_copy(update={"temperature": o.sampled_temperature, "seed": ctx.seed})
-            groups, _ = sample_and_verify(engine, pool, problems, o.samples_per_problem, sampling, o.prompt,
-                                          o.chunk_prompts)
-            per_problem = [sum(v.passed for v in g.verdicts) / len(g.verdicts) for g in groups]
-            s_low, s_high = mean_interval(per_problem)
-            row.update(sampled_pass_at_1=sum(per_problem) / len(per_problem), sampled_ci_low=s_low,
-                       sampled_ci_high=s_high)
-            if o.format is not None:
-                shares = format_shares(engine.tokenizer, groups, o)
-                sf_low, sf_high = mean_interval(shares)
-                row.update(sampled_format=sum(shares) / len(shares), sampled_format_ci_low=sf_low,
-                           sampled_format_ci_high=sf_high)
-            log.info("%s: sampled pass@1 %.3f [%.3f, %.3f]", name, row["sampled_pass_at_1"], s_low, s_high)
-        return row
+            shares = format_shares(engine.tokenizer, groups, o)
+            sf_low, sf_high = mean_interval(shares)
+            row.update(sampled_format=sum(shares) / len(shares), sampled_format_ci_low=sf_low,
+                       sampled_format_ci_high=sf_high)
+        log.info("%s: sampled pass@1 %.3f [%.3f, %.3f]", name, row["sampled_pass_at_1"], s_low, s_high)
+    return row
 
 
 def format_shares(tokenizer: Any, groups: list[Group], o: RlvrEvalConfig) -> list[float]:
