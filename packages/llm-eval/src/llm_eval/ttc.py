@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -94,7 +95,8 @@ class TestTimeComputeStage:
                 curves = dict(zip(checkpoints, ctx.run_shards(curve_in_worker, tasks, desc=f"{ctx.name}: checkpoints"),
                                   strict=True))
             else:
-                curves = {name: checkpoint_curve(c, ctx.registries, uri, problems, ctx.seed)
+                selector = c.selector.build(ctx.registries) if c.selector is not None else None
+                curves = {name: checkpoint_curve(c, ctx.registries, uri, problems, ctx.seed, selector)
                           for name, uri in checkpoints.items()}
         write_json(ctx.path("ttc.json"), {"problems": len(problems), "samples": c.samples, "curves": curves})
         with atomic_open(ctx.path("ttc.md"), "wt", encoding="utf-8") as handle:
@@ -125,15 +127,17 @@ class CurveTask:
 def curve_in_worker(task: CurveTask) -> list[dict[str, float]]:
     from llm_core.plugins import get_registries
 
+    c, registries = task.config, get_registries()
+    selector = c.selector.build(registries) if c.selector is not None else None  # one per process
     with limit_threads(task.threads):
-        return checkpoint_curve(task.config, get_registries(), task.uri, task.problems, task.seed)
+        return checkpoint_curve(c, registries, task.uri, task.problems, task.seed, selector)
 
 
 def checkpoint_curve(c: TestTimeComputeConfig, registries: Registries, uri: str, problems: list[Problem],
-                     seed: int) -> list[dict[str, float]]:
-    """Sample ``c.samples`` completions per problem from the checkpoint at ``uri``, judge them, and
-    return the accuracies at every N of ``c.ns``."""
-    selector = c.selector.build(registries) if c.selector is not None else None
+                     seed: int, selector: Any) -> list[dict[str, float]]:
+    """Sample ``c.samples`` completions per problem from the checkpoint at ``uri``, judge them
+    (correctness by ``c.verifier``, best-of-N scores by ``selector`` when not None), and return
+    the accuracies at every N of ``c.ns``."""
     engine = build_rollout_engine(c.rollout, registries, checkpoint=uri, seed=seed)
     groups = sample_completions(engine, [p.prompt for p in problems], c.samples, c.sampling, c.prompt,
                                 c.chunk_prompts)
