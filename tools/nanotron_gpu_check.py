@@ -25,6 +25,8 @@ import time
 
 import torch
 
+from llm_core.builtins.losses import cross_entropy
+
 SHAPE = dict(hidden_size=256, intermediate_size=768, num_layers=4, num_heads=8, num_kv_heads=4)
 SYLLABLES = ("ka lo mi ne ru ta shi po ve an el or ur ist ing ter pra dol ben cor fan gil hum jor kel mun nar pes "
              "quo rim sol tun vir wex yal zor").split()  # enough distinct words for 1,024 BPE tokens
@@ -66,10 +68,6 @@ def logits_of(engine, batch):
     return seen["logits"]
 
 
-def nll(logprobs, mask):
-    return -(logprobs * mask).sum() / mask.sum()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tp", type=int, default=1)
@@ -94,15 +92,15 @@ def main() -> int:
     losses, times = [], []
     for _ in range(args.steps):
         t = time.perf_counter()
-        losses.append(policy.train_step(batch, nll)["loss"])
+        losses.append(policy.train_step(batch, cross_entropy)["loss"])
         times.append(time.perf_counter() - t)
     report.update(losses=[round(x, 4) for x in losses], step_s=round(sorted(times)[len(times) // 2], 4))
     saved = os.path.join(root, "saved")
     policy.save(saved, extra_state={"cursor": 3})
-    expected = policy.train_step(batch, nll)["loss"]
+    expected = policy.train_step(batch, cross_entropy)["loss"]
     restored = engine(args, checkpoint=saved)
     extra = restored.load(saved)
-    again = restored.train_step(batch, nll)["loss"]
+    again = restored.train_step(batch, cross_entropy)["loss"]
     report.update(resumed_step=restored.step, extra=extra, next_loss=expected, resumed_next_loss=again)
     exported = os.path.join(root, "hf")
     policy.export_hf(exported)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from llm_core.builtins.losses import cross_entropy
+
 SHAPE = dict(hidden_size=256, intermediate_size=768, num_layers=4, num_heads=4, num_kv_heads=2)
 
 
@@ -47,7 +49,7 @@ def trained_policy(tokenizer: str, seed: int):
                                 tokenizer=tokenizer, optimizer=OptimizerSpec(lr=1e-2, schedule="constant"), seed=seed)
     ids = torch.randint(3, engine.tokenizer.vocab_size, (4, 32), generator=torch.Generator().manual_seed(seed))
     for _ in range(4):
-        engine.train_step({"input_ids": ids.tolist()}, lambda logprobs, mask: -(logprobs * mask).sum() / mask.sum())
+        engine.train_step({"input_ids": ids.tolist()}, cross_entropy)
     return engine
 
 

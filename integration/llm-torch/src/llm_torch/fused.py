@@ -24,19 +24,13 @@ def _inverse_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x * r * w, x * r, r)."""
-    inv_norm = _inverse_norm(x, eps)
-    normed = x * inv_norm
-    return normed * weight, normed, inv_norm
-
-
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        out, normed, inv_norm = _rms_norm(x, weight, eps)
+        inv_norm = _inverse_norm(x, eps)
+        normed = x * inv_norm
         ctx.save_for_backward(normed, weight, inv_norm)  # normed, not x: the backward needs only it
-        return out
+        return normed * weight
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -57,8 +51,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
             return (x * _inverse_norm(x, eps)).mul_(weight)
         return _RMSNorm.apply(x, weight, eps)
     x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(x.dtype)
+    return weight * (x32 * _inverse_norm(x32, eps)).to(x.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

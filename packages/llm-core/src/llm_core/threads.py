@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llm_core.protocols import Executor
 
 
 @contextlib.contextmanager
@@ -28,7 +31,7 @@ def limit_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def threads_per_shard(threads: int | None, executor: Any, shards: int) -> int | None:
+def threads_per_shard(threads: int | None, executor: Executor, shards: int) -> int | None:
     """Torch threads for each of ``shards`` shards that ``executor`` may run at once: ``threads``
     when set, else this machine's cores shared out among the concurrent shards (so that two
     shards on two cores take one thread each instead of fighting over both). An executor that

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from llm_core.builtins.losses import cross_entropy
 from llm_core.config import Config
 
 PairLossKind = Literal["dpo", "ipo", "hinge", "robust", "simpo", "orpo"]
@@ -110,8 +111,7 @@ def orpo_odds_ratio(chosen_avg_logps: Any, rejected_avg_logps: Any, beta: float)
 def chosen_nll(logprobs: Any, mask: Any) -> Any:
     """Negative log-likelihood of the chosen rows (even rows), the mean over all their completion
     tokens (TRL's ``sft`` loss type, and ORPO's NLL term)."""
-    chosen_mask = mask[0::2]
-    return -(logprobs[0::2] * chosen_mask).sum() / chosen_mask.sum().clamp(min=1.0)
+    return cross_entropy(logprobs[0::2], mask[0::2])
 
 
 # -- from engine tensors to pairs ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from llm_core.artifacts import write_json
+from llm_core.builtins.losses import cross_entropy
 from llm_core.config import Config
 from llm_core.data_io import RejectLog
 from llm_core.engines import TrainEngine
@@ -123,10 +124,6 @@ def weighted_domain_loss(logprobs: Any, mask: Any, row_weight: Any) -> Any:
     return (per_row * row_weight).sum()
 
 
-def mean_token_loss(logprobs: Any, mask: Any) -> Any:
-    return -(logprobs * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 class DoReMiStage:
     def __init__(self, config: DoReMiConfig):
         self.config = config
@@ -176,7 +173,7 @@ class DoReMiStage:
         losses = []
         for _ in range(c.reference_steps):
             windows, _ = sample_windows(domains, rng.multinomial(c.batch_size, weights), c.seq_len, rng)
-            losses.append(engine.train_step({"input_ids": windows.tolist()}, mean_token_loss)["loss"])
+            losses.append(engine.train_step({"input_ids": windows.tolist()}, cross_entropy)["loss"])
         return engine.reference(), losses
 
     def train_proxy(self, ctx: StageContext, domains: list[np.ndarray], reference: TrainEngine) -> dict[str, Any]:
