@@ -15,8 +15,12 @@ The first lines name the CPU (model, vendor, vector flags), the ATen kernel leve
 matmul backend llm-torch chose for it (``LLMT_CPU_MATMUL`` overrides the choice); the last line
 gives the four ratios (train and generate at both shapes) that the README's targets refer to.
 To see an AVX2 machine's kernels on an AVX-512 one (an emulation: same cores and caches, only the
-instruction sets are limited), set ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
-MKL_ENABLE_INSTRUCTIONS=AVX2`` before the command.
+instruction sets are limited), ``--kernels native avx2`` runs the whole comparison twice, in a child
+process each, the second with every library that picks its kernels at run time held to AVX2
+(``avx2_emulation_env``: ATen, oneDNN, MKL and numpy, whose sort the sampler uses), and ends with
+both sets of ratios:
+
+    uv run python tools/bench_torch.py --kernels native avx2 --runs 3 --no-memory
 """
 
 from __future__ import annotations
@@ -189,7 +193,27 @@ def build_one(library: str, size: str):
 
 
 VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-EMULATION_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "LLMT_CPU_MATMUL")
+EMULATION_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                       "NPY_DISABLE_CPU_FEATURES", "LLMT_CPU_MATMUL")
+
+
+def avx2_emulation_env() -> dict[str, str]:
+    """Environment variables that hold every run-time-dispatching library of a torch process to
+    AVX2 kernels on an AVX-512 CPU: ATen, oneDNN, MKL, and numpy (its AVX-512 targets, by the names
+    this numpy build dispatches to: numpy 2.4 calls them X86_V4, AVX512_ICL..., and silently
+    ignores a name it does not dispatch to, such as AVX512F)."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__
+
+    avx512 = [name for name in __cpu_dispatch__ if name.startswith(("AVX512", "X86_V4"))]
+    return {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+            "NPY_DISABLE_CPU_FEATURES": " ".join(avx512)}
+
+
+def numpy_simd() -> str:
+    """The highest instruction-set targets numpy dispatches to in this process."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    return " ".join(name for name in __cpu_dispatch__ if __cpu_features__.get(name)) or "baseline only"
 
 
 def describe_cpu() -> str:
@@ -211,8 +235,35 @@ def describe_cpu() -> str:
     return (f"CPU: {model} ({vendor or 'vendor unknown'}, {os.cpu_count()} logical CPUs); vector flags: "
             f"{' '.join(present)}\n"
             f"torch {torch.__version__}: ATen kernels {torch.backends.cpu.get_cpu_capability()}, "
-            f"llm-torch fp32 matmuls by {cpu_matmul_backend()}"
+            f"llm-torch fp32 matmuls by {cpu_matmul_backend()}; numpy targets {numpy_simd()}"
             + (f"; limited by {' '.join(limits)}" if limits else ""))
+
+
+def run_per_kernel_set(kernel_sets: list[str], argv: list[str], json_path: str | None) -> None:
+    """This benchmark once per kernel set, each in a child process, then every set's ratios."""
+    import os
+    import tempfile
+
+    summary = []
+    for kernels in kernel_sets:
+        env = dict(os.environ)
+        if kernels == "avx2":
+            env.update(avx2_emulation_env())
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+            path = handle.name
+        print(f"=== kernels: {kernels} ===", flush=True)
+        try:
+            subprocess.run([sys.executable, __file__, *argv, "--json", path], env=env, check=True)
+            with open(path) as handle:
+                summary.append((kernels, json.load(handle)))
+        finally:
+            os.unlink(path)
+    for kernels, results in summary:
+        print(f"ratios llm-torch / transformers (wall), {kernels} kernels: " + ", ".join(
+            f"{row['size']} {row['task']} {row['ratio']:.2f}x" for row in results))
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump(dict(summary), handle, indent=2)
 
 
 def main() -> None:
@@ -225,8 +276,20 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per prompt")
-    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--json", help="also write the results to this file (with --kernels: per set)")
+    parser.add_argument("--kernels", nargs="+", choices=["native", "avx2"],
+                        help="run everything once per kernel set, each in a child process (avx2: an "
+                             "emulation on an AVX-512 CPU, avx2_emulation_env) and print each set's ratios")
     args = parser.parse_args()
+    if args.kernels:
+        argv = sys.argv[1:]  # the same options for each child, without --kernels and --json
+        for flag in ("--kernels", "--json"):
+            if flag in argv:
+                start = argv.index(flag)
+                end = next((i for i in range(start + 1, len(argv)) if argv[i].startswith("--")), len(argv))
+                argv = argv[:start] + argv[end:]
+        run_per_kernel_set(args.kernels, argv, args.json)
+        return
     torch.set_num_threads(args.threads)
     NEW_TOKENS = args.new_tokens
     print(describe_cpu(), flush=True)

@@ -10,6 +10,10 @@ from llm_torch.decode import DecodeLinear, DecodeWeights
 from llm_torch.sampler import choose_tokens, filter_logits, inverse_cdf_sample, nucleus_mask
 
 
+def _uniforms(rows, seed):
+    return torch.rand((rows, 1), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
 def _teacher_forced(engine, prompt, completion):
     """Logprobs of ``completion`` from one full forward pass without cache or padding."""
     ids = torch.tensor([prompt + completion])
@@ -62,6 +66,38 @@ def test_seeded_sampling_is_reproducible_and_n_samples_differ(tiny_engine):
     b = tiny_engine.generate([[4, 5, 6]], 4, sampling)[0]
     assert [s.token_ids for s in a] == [s.token_ids for s in b]
     assert len({tuple(s.token_ids) for s in a}) > 1
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.8, 0.9)])
+def test_finished_rows_leave_the_batch_without_changing_any_sample(tiny_engine, monkeypatch, temperature, top_p):
+    """Rows that stop are dropped from the decoding batch and the cache (``COMPACT_SHARE``); the
+    samples are those of decoding every row to the end: the same tokens, the same logprobs. (Sampled:
+    the untrained model decodes greedily by repeating its last prompt token.)"""
+    from llm_torch import sampler
+
+    prompts = [[5, 17, 42], [8], [3, 9, 27, 81, 100, 200, 7], [11, 12], [60, 61, 62, 63], [90]]
+    sampling = SamplingSpec(max_new_tokens=24, temperature=temperature, top_p=top_p, seed=5)
+    free = [s.token_ids for g in tiny_engine.generate(prompts, n=2, sampling=sampling) for s in g]
+    # Stop tokens that end the rows at different steps: the token each row decodes at step 2, 5, 8...
+    stops = tuple({row[min(2 + 3 * (i % 7), len(row) - 1)] for i, row in enumerate(free)})
+    sampling = sampling.model_copy(update={"stop_token_ids": stops})
+    batch_sizes = []
+    reorder = sampler.KVCache.reorder
+
+    def counting_reorder(cache, index):
+        batch_sizes.append(len(index))
+        reorder(cache, index)
+
+    monkeypatch.setattr(sampler.KVCache, "reorder", counting_reorder)
+    compacted = tiny_engine.generate(prompts, n=2, sampling=sampling)
+    assert len(batch_sizes) > 1 and min(batch_sizes) < len(prompts) * 2  # it did drop rows
+    lengths = {len(s.token_ids) for g in compacted for s in g}
+    assert len(lengths) > 2 and max(lengths) > 4  # rows finished at different steps
+    monkeypatch.setattr(sampler, "COMPACT_SHARE", 2.0)  # never: every row decodes to the end
+    full = tiny_engine.generate(prompts, n=2, sampling=sampling)
+    for got, want in zip((s for g in compacted for s in g), (s for g in full for s in g), strict=True):
+        assert got.token_ids == want.token_ids and got.finish_reason == want.finish_reason
+        assert torch.allclose(torch.tensor(got.logprobs), torch.tensor(want.logprobs), atol=1e-5)
 
 
 def test_filter_logits_top_k_and_top_p():
@@ -125,7 +161,7 @@ def test_chosen_tokens_follow_the_filtered_distribution():
     probs = torch.tensor([0.30, 0.20, 0.15, 0.12, 0.10, 0.06, 0.04, 0.03])
     temperature, top_p, draws = 1.5, 0.8, 40_000
     logits = (probs.log() * temperature).expand(draws, -1).contiguous()  # softmax(logits / T) == probs
-    tokens = choose_tokens(logits, temperature, 0, top_p, torch.Generator().manual_seed(11))
+    tokens = choose_tokens(logits, temperature, 0, top_p, _uniforms(draws, seed=11))
     counts = torch.bincount(tokens, minlength=8).double()
     # Mass before each token: 0, .30, .50, .65, .77, .87: the nucleus is the first five tokens.
     assert counts[5:].sum() == 0
@@ -138,12 +174,14 @@ def test_inverse_cdf_sampling_never_draws_a_zero_weight():
     weights = torch.zeros(5000, 7)
     weights[:, 2], weights[:, 4] = 1e-30, 1.0  # a weight vanishing next to a large one
     weights[::2, 6] = 3.0
-    tokens = inverse_cdf_sample(weights, torch.Generator().manual_seed(0))
+    tokens = inverse_cdf_sample(weights, _uniforms(5000, seed=0))
     assert set(tokens.tolist()) <= {2, 4, 6}
     assert (tokens[1::2] != 6).all()
     # The whole unit interval maps onto non-zero weights, up to its float64 end.
     weights = torch.tensor([[0.0, 0.25, 0.0, 0.75, 0.0]])
-    assert all(int(inverse_cdf_sample(weights, torch.Generator().manual_seed(s))) in (1, 3) for s in range(200))
+    assert all(int(inverse_cdf_sample(weights, _uniforms(1, seed=s))) in (1, 3) for s in range(200))
+    edge = torch.tensor([[1.0 - 2.0 ** -53]])  # the largest float64 below 1
+    assert int(inverse_cdf_sample(weights, edge)) == 3
 
 
 def test_generation_uses_the_weights_of_the_moment(tiny_engine):

@@ -1,6 +1,7 @@
 """Batched generation with a KV cache: temperature / top-k / top-p, n samples per prompt, stop tokens.
 
-Prompts of different lengths are left-padded and masked, so every row decodes in lock step. The
+Prompts of different lengths are left-padded and masked, so every row decodes in lock step; rows
+that stop leave the batch (and the cache) once they are a quarter of it. The
 logprob reported for each sampled token is the model's own ``log_softmax`` at temperature 1 (before
 temperature, top-k or top-p), which is what a teacher-forced pass over the same tokens computes and
 what RL importance ratios need.
@@ -76,17 +77,18 @@ def nucleus_size(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def choose_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-                  generator: torch.Generator) -> torch.Tensor:
-    """One token per row from fp32 ``logits`` (R, V): the distribution of ``filter_logits``.
+                  uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row from fp32 ``logits`` (R, V): the distribution of ``filter_logits``, drawn
+    with ``uniforms`` (R, 1), one float64 uniform number in [0, 1) per row.
 
     Faster than sorting and ``torch.multinomial``, and exact: the nucleus is found from the sorted
     probabilities alone (a values-only sort is several times cheaper than an argsort), and the
-    token by inverse-CDF sampling with one uniform number per row.
+    token by inverse-CDF sampling with the row's uniform number.
     """
     probs = _top_k(logits / temperature if temperature != 1.0 else logits, top_k).softmax(-1)
     if top_p < 1.0:
         probs = probs * nucleus_mask(probs, top_p)
-    return inverse_cdf_sample(probs, generator)
+    return inverse_cdf_sample(probs, uniforms)
 
 
 def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -125,15 +127,20 @@ def _sort_descending(probs: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(-np.sort(-probs.numpy(), axis=-1))
 
 
-def inverse_cdf_sample(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def inverse_cdf_sample(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Index i of each row with probability weights[i] / sum(weights): the first index whose
-    cumulative weight exceeds a uniform draw times the total. Accumulated in float64; the draw is
-    kept strictly below the total so rounding can never select past the last non-zero weight."""
+    cumulative weight exceeds the row's uniform number (``uniforms``, (R, 1) in [0, 1)) times the
+    total. Accumulated in float64; the target is kept strictly below the total so rounding can never
+    select past the last non-zero weight."""
     cdf = weights.double().cumsum(-1)
     total = cdf[:, -1:]
-    draw = torch.rand(total.shape, generator=generator, dtype=torch.float64, device=weights.device)
-    target = torch.minimum(draw * total, torch.nextafter(total, torch.zeros_like(total)))
+    target = torch.minimum(uniforms * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+
+
+# Finished rows leave the decoding batch once they are this share of it: copying the live rows'
+# cache costs about one step's attention over it, so it is paid only for a real saving.
+COMPACT_SHARE = 0.25
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,20 +186,34 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
     mask = torch.ones((len(rows), total), dtype=torch.bool, device=device)
     mask[:, :width] = prompt_mask[rows].bool()
 
+    # Each step records a token and its logprob for every row (the pad token and 0 for a finished
+    # row); ``live`` are the rows still decoding, the only ones the model runs on.
+    count = len(rows)
+    live = torch.arange(count, device=device)
     tokens, logprobs = [], []
-    finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    finished = torch.zeros(count, dtype=torch.bool, device=device)  # of the live rows
     for _ in range(sampling.max_new_tokens):
         logits = logits.float()
         if sampling.temperature == 0:
             token = logits.argmax(-1)
-        else:
-            token = choose_tokens(logits, sampling.temperature, sampling.top_k, sampling.top_p, generator)
+        else:  # a uniform number for every row of the batch, live or not: a row's draws never depend
+            # on when the others finish
+            uniforms = torch.rand((count, 1), generator=generator, dtype=torch.float64, device=device)
+            token = choose_tokens(logits, sampling.temperature, sampling.top_k, sampling.top_p, uniforms[live])
         token = torch.where(finished, torch.full_like(token, pad_id), token)
-        tokens.append(token)
-        logprobs.append(logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1))
+        logprob = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)
+        tokens.append(torch.full((count,), pad_id, dtype=token.dtype, device=device).index_copy_(0, live, token))
+        logprobs.append(torch.zeros(count, dtype=logprob.dtype, device=device).index_copy_(0, live, logprob))
         finished |= torch.isin(token, stops)
-        if bool(finished.all()):
+        done = int(finished.sum())
+        if done == len(live):
             break
+        if done >= COMPACT_SHARE * len(live):
+            # Drop the finished rows from the batch and their keys and values from the cache: a
+            # decoding step costs about its row count (weights, attention over the cache).
+            keep = (~finished).nonzero().squeeze(-1)
+            cache.reorder(keep)
+            live, token, last_pos, mask, finished = live[keep], token[keep], last_pos[keep], mask[keep], finished[keep]
         last_pos = last_pos + 1
         step_mask = mask[:, None, None, :cache.length + 1]  # (R, 1, 1, keys): one query per row
         logits = model(token[:, None], last_pos[:, None], step_mask, cache)[:, -1]
