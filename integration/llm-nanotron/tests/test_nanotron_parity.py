@@ -155,9 +155,9 @@ def grpo_batch(step, engine, reference):
 def test_grpo_steps_follow_the_embedded_engine(options, hf_folder, registries):
     """The registered grpo loss (clipped ratio, KL to a reference) wrapped as the GRPO stage wraps it
     (it also reads the logits, for the entropy metric), two optimizer steps per batch of rollouts."""
-    from llm_rlvr.grpo_stage import with_entropy
+    from llm_rlvr.grpo_stage import with_diagnostics
 
-    loss = with_entropy(registries.losses.get("grpo").build({"kl_coef": 0.05}))
+    loss = with_diagnostics(registries.losses.get("grpo").build({"kl_coef": 0.05}))
     curves = {}
     for name, opts in (("torch", {}), ("nanotron", options)):
         engine = make(name, registries, checkpoint=hf_folder, lr=1e-3, total_steps=6, **opts)

@@ -127,6 +127,67 @@ def test_build_batch_old_logprobs_from_trainer_or_rollout():
     assert trainer_rows["old_logprobs"] == [[-1.0] * 5, [-1.0] * 4]
 
 
+def test_build_batch_without_the_scoring_pass():
+    """An update on the policy that sampled the batch: no trainer pass, the sampler's logprobs go to
+    the loss (to measure the gap), and old logprobs only where they are the sampler's."""
+    from llm_core.types import Problem, Sample, Verdict
+    from llm_rlvr.grpo_stage import Components, build_batch
+    from llm_rlvr.rollout import Group
+
+    class NoScoring:
+        def logprobs(self, batch):
+            raise AssertionError("the scoring pass ran")
+
+    samples = [Sample([1, 2, 3], [4, 5], [-0.5, -0.25]), Sample([1, 2, 3], [6], [-2.0])]
+    group = Group(Problem("p", "q", 1), [1, 2, 3], samples, [Verdict(1.0, True), Verdict(0.0, False)])
+    parts = Components(NoScoring(), None, None, lambda r: r - r.mean(1, keepdim=True), None, None)
+    rows, gap = build_batch(parts, [group], skip_uniform=True, score=False)
+    assert gap is None and "old_logprobs" not in rows
+    assert rows["rollout_logprobs"] == [[0.0, 0.0, -0.5, -0.25, 0.0], [0.0, 0.0, -2.0, 0.0]]
+    rows, _ = build_batch(parts, [group], skip_uniform=True, old_source="rollout", score=False)
+    assert rows["old_logprobs"] == rows["rollout_logprobs"]
+
+
+def test_diagnostics_take_the_update_as_the_old_policy_and_measure_the_gap():
+    import torch
+
+    from llm_core.plugins import get_registries
+    from llm_rlvr.grpo_stage import with_diagnostics
+
+    loss = with_diagnostics(get_registries().losses.get("grpo").build({"kl_coef": 0.0}))
+    logits = torch.randn(2, 4, 7, requires_grad=True)
+    labels = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    logprobs = logits.log_softmax(-1).gather(-1, labels[..., None]).squeeze(-1)
+    mask = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    advantages = torch.tensor([1.0, -1.0])
+    rollout = logprobs.detach() + torch.tensor([[9.0, 0.1, -0.3, 9.0], [9.0, 0.2, 9.0, 9.0]])
+    value, metrics = loss(logits, logprobs, advantages, mask, rollout_logprobs=rollout)
+    explicit, _ = loss(logits, logprobs, advantages, mask, old_logprobs=logprobs.detach())
+    assert torch.equal(value, explicit)  # no old logprobs: the update's own, detached
+    assert float(metrics["ratio_mean"]) == 1.0 and float(metrics["clip_fraction"]) == 0.0
+    assert float(metrics["logprob_gap"]) == pytest.approx(((0.1 + 0.3) / 2 + 0.2) / 2)
+    assert float(metrics["logprob_gap_max"]) == pytest.approx(0.3)
+    value.backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_grpo_skips_the_scoring_pass_on_policy_with_the_same_training(tiny_run, tmp_path, recipe_runner):
+    """One optimizer step per batch of rollouts: the update's forward gives the old logprobs, and
+    the run trains as with the scoring pass (forced by one micro-batch of the whole batch)."""
+    runs = {}
+    for name, extra in (("on_policy", {}), ("scored", {"micro_batch_size": 1000})):
+        root = tmp_path / name
+        _base(tiny_run, root)
+        recipe_runner([grpo_stage(kl_coef=0.05, **extra)], str(root))
+        runs[name] = [m for m in _metrics(root, "grpo") if "reward_mean" in m]
+    assert len(runs["on_policy"]) == 3
+    for fast, scored in zip(runs["on_policy"], runs["scored"], strict=True):
+        assert fast["reward_mean"] == scored["reward_mean"]  # the same samples, step after step
+        for key in ("loss", "kl", "grad_norm", "entropy", "logprob_gap", "logprob_gap_max"):
+            assert fast[key] == pytest.approx(scored[key], rel=1e-3, abs=1e-5), key
+        assert fast["ratio_mean"] == 1.0 and 0 <= fast["logprob_gap"] < 1e-3
+
+
 def test_grpo_rejects_kl_for_a_loss_without_it(tiny_run, tmp_path, recipe_runner):
     from llm_core.errors import RecipeError
 

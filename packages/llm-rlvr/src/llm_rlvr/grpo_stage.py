@@ -6,6 +6,12 @@ rewards into advantages, score the batch with the trainer (old and reference log
 the loop ``ppo_epochs x mini_batches`` batches of the clipped loss. The engine comes from the
 registry; this package never imports it.
 
+With one optimizer step per batch of rollouts (``ppo_epochs = mini_batches = 1``, no micro-batches)
+the update's own forward pass is the policy before the update, so the old logprobs are its values
+(``logprobs.detach()``, the ratio exactly 1) and the scoring pass is skipped, as TRL's GRPOTrainer
+does when it takes one step per generation; the gap to the rollout engine's logprobs is then
+measured in that same pass.
+
 Resuming is the loop's: prompt order and sampling seeds are functions of (seed, step), so a killed
 run continues from the last checkpoint and ends with the same weights as a run that was never
 interrupted (CPU, fixed seed).
@@ -116,7 +122,8 @@ class GrpoStage:
             raise TypeError(f"engine {c.engine.name!r} cannot generate; set rollout = {{name = \"torch\"}} "
                             "(or another registered rollout engine)")
         pool = VerifierPool(c.verifier, workers=c.verifier.workers, timeout_s=c.verifier.timeout_s)
-        return Components(engine, rollout, reference, c.estimator.build(ctx.registries), with_entropy(loss), pool)
+        return Components(engine, rollout, reference, c.estimator.build(ctx.registries), with_diagnostics(loss),
+                          pool)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -129,7 +136,7 @@ class GrpoStage:
             if "heldout" in ctx.inputs and c.eval is not None:
                 heldout = load_problems(ctx.input("heldout"), ctx.path("heldout_rejects.jsonl"))[: c.eval.problems]
             parts = self.build(ctx)
-            callbacks = [HeldoutEval(parts, heldout, c)] if heldout else []
+            callbacks = [LogprobGapWarning(c.old_logprobs)] + ([HeldoutEval(parts, heldout, c)] if heldout else [])
             trainer = Trainer(parts.engine, lambda step: self.plan_step(ctx, parts, problems, step), parts.loss,
                               c.steps, c.micro_batch_size, metrics_log=ctx, log_every=1,
                               checkpoint_every=c.checkpoint_every, state_uri=ctx.path("resume"),
@@ -159,17 +166,23 @@ class GrpoStage:
                                           c.prompt, c.chunk_prompts)
         metrics = rollout_metrics(groups)
         metrics.update(rollout_tokens_per_s=stats.tokens_per_second, verify_wait_s=stats.verify_wait_seconds)
-        built = build_batch(parts, groups, c.skip_uniform_groups, c.old_logprobs.source)
+        built = build_batch(parts, groups, c.skip_uniform_groups, c.old_logprobs.source,
+                            score=not self.update_is_on_policy)
         if built is None:
             metrics["trained_samples"] = 0
             return StepPlan([], metrics)
         batch, gap = built
-        metrics.update(logprob_gap=gap.mean, logprob_gap_max=gap.max, trained_samples=len(batch["input_ids"]))
-        if gap.mean > c.old_logprobs.warn_gap:
-            log.warning("step %d: rollout and trainer log-probs of the sampled tokens differ by %.3g on average "
-                        "(max %.3g; warn_gap %.3g); the ratio uses the %s's", step + 1, gap.mean, gap.max,
-                        c.old_logprobs.warn_gap, c.old_logprobs.source)
+        metrics["trained_samples"] = len(batch["input_ids"])
+        if gap is not None:  # else the loss measures it, in the update's forward pass
+            metrics.update(logprob_gap=gap.mean, logprob_gap_max=gap.max)
         return StepPlan(mini_batches(batch, c.ppo_epochs, c.mini_batches), metrics)
+
+    @property
+    def update_is_on_policy(self) -> bool:
+        """Whether the update's forward pass runs the policy that sampled the batch: one optimizer
+        step per batch, in one pass (micro-batches would each report their own largest gap)."""
+        c = self.config
+        return c.ppo_epochs == 1 and c.mini_batches == 1 and c.micro_batch_size is None
 
 
 def mini_batches(batch: Mapping[str, list], epochs: int, count: int) -> list[dict[str, list]]:
@@ -207,17 +220,55 @@ class HeldoutEval:
         pass
 
 
-def with_entropy(policy_loss: Any) -> Any:
-    """Wrap a policy loss so that it also reports the policy's mean token entropy."""
+class LogprobGapWarning:
+    """A warning for every step whose mean gap between the rollout engine's and the trainer's
+    log-probs of the sampled tokens exceeds ``warn_gap`` (a rollout engine off the policy)."""
 
-    def loss(logits, logprobs, old_logprobs, advantages, mask, ref_logprobs=None):
+    name = "logprob_gap_warning"
+
+    def __init__(self, options: OldLogprobs):
+        self.options = options
+
+    def on_step(self, step: int, metrics: dict[str, float], engine: TrainEngine) -> None:
+        gap = float(metrics.get("logprob_gap", 0.0))
+        if gap > self.options.warn_gap:
+            log.warning("step %d: rollout and trainer log-probs of the sampled tokens differ by %.3g on average "
+                        "(max %.3g; warn_gap %.3g); the ratio uses the %s's", step + 1, gap,
+                        float(metrics["logprob_gap_max"]), self.options.warn_gap, self.options.source)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
+def with_diagnostics(policy_loss: Any) -> Any:
+    """Wrap a policy loss as the stage trains with it:
+
+    - without ``old_logprobs`` in the batch (an update on the policy that sampled it) the old
+      log-probs are the update's own, detached: the ratio is exactly 1 and its gradient the
+      policy gradient;
+    - it reports the policy's mean token entropy;
+    - given ``rollout_logprobs`` (the rollout engine's, aligned like the labels), the gap to the
+      trainer's: ``logprob_gap``, the mean over samples of each sample's mean |difference|, and
+      ``logprob_gap_max``, the largest single token's.
+    """
+
+    def loss(logits, logprobs, advantages, mask, old_logprobs=None, ref_logprobs=None, rollout_logprobs=None):
         import torch
 
-        value, metrics = policy_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs=ref_logprobs)
+        old = logprobs.detach() if old_logprobs is None else old_logprobs
+        value, metrics = policy_loss(logprobs, old, advantages, mask, ref_logprobs=ref_logprobs)
         with torch.no_grad():
             logp = torch.log_softmax(logits.float(), dim=-1)
             entropy = -(logp.exp() * logp).sum(-1)
             metrics["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1.0)
+            if rollout_logprobs is not None:
+                gaps = (logprobs.detach() - rollout_logprobs).abs() * mask
+                per_sample = gaps.sum(-1) / mask.sum(-1).clamp(min=1.0)
+                metrics["logprob_gap"] = per_sample.mean()
+                metrics["logprob_gap_max"] = gaps.max()
         return value, metrics
 
     return loss
@@ -243,11 +294,15 @@ class LogprobGap:
     max: float
 
 
-def build_batch(parts: Components, groups: list[Group], skip_uniform: bool,
-                old_source: str = "trainer") -> tuple[dict[str, Any], LogprobGap] | None:
+def build_batch(parts: Components, groups: list[Group], skip_uniform: bool, old_source: str = "trainer",
+                score: bool = True) -> tuple[dict[str, Any], LogprobGap | None] | None:
     """Rows of prompt + completion, completion-only loss mask, advantages, old / ref logprobs; and
     the gap between the sampler's and the trainer's logprobs of the same tokens. ``old_logprobs``
-    are the trainer's (``old_source = "trainer"``) or the sampler's (``"rollout"``)."""
+    are the trainer's (``old_source = "trainer"``) or the sampler's (``"rollout"``).
+
+    ``score = False`` (an update on the policy that sampled the batch) skips the trainer's scoring
+    pass: the rows carry the sampler's logprobs as ``rollout_logprobs`` for the loss to measure the
+    gap (``with_diagnostics``), no ``old_logprobs`` with the trainer's source, and the gap is None."""
     import torch
 
     rewards = torch.tensor([g.rewards for g in groups], dtype=torch.float32)
@@ -266,18 +321,25 @@ def build_batch(parts: Components, groups: list[Group], skip_uniform: bool,
             rollout_lps.append((len(group.prompt_ids), sample.logprobs))
     if not rows["input_ids"]:
         return None
-    old = parts.engine.logprobs(rows)
-    # Each row trimmed to its own length, so that any subset of rows pads consistently.
-    if old_source == "rollout":  # labels are shifted one to the left: token P + j sits at P - 1 + j
-        rows["old_logprobs"] = [[0.0] * (start - 1) + list(lps) + [0.0] for start, lps in rollout_lps]
+    # Each row trimmed to its own length, so that any subset of rows pads consistently. Labels are
+    # shifted one to the left: the logprob of token P + j sits at P - 1 + j.
+    sampled = [[0.0] * (start - 1) + list(lps) + [0.0] for start, lps in rollout_lps]
+    if old_source == "rollout":
+        rows["old_logprobs"] = sampled
+    gap = None
+    if score:
+        old = parts.engine.logprobs(rows)
+        if old_source != "rollout":
+            rows["old_logprobs"] = [old[i, :len(ids)].tolist() for i, ids in enumerate(rows["input_ids"])]
+        gaps = [token_gaps(old[i], start, lps) for i, (start, lps) in enumerate(rollout_lps)]
+        means = [sum(g) / max(len(g), 1) for g in gaps]
+        gap = LogprobGap(mean=sum(means) / len(means), max=max((max(g) for g in gaps if g), default=0.0))
     else:
-        rows["old_logprobs"] = [old[i, :len(ids)].tolist() for i, ids in enumerate(rows["input_ids"])]
-    gaps = [token_gaps(old[i], start, lps) for i, (start, lps) in enumerate(rollout_lps)]
+        rows["rollout_logprobs"] = sampled
     if parts.reference is not None:
         ref = parts.reference.logprobs(rows)
         rows["ref_logprobs"] = [ref[i, :len(ids)].tolist() for i, ids in enumerate(rows["input_ids"])]
-    means = [sum(g) / max(len(g), 1) for g in gaps]
-    return rows, LogprobGap(mean=sum(means) / len(means), max=max((max(g) for g in gaps if g), default=0.0))
+    return rows, gap
 
 
 def token_gaps(trainer_row: Any, prompt_len: int, rollout: list[float]) -> list[float]:
