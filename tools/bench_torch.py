@@ -239,6 +239,18 @@ def describe_cpu() -> str:
             + (f"; limited by {' '.join(limits)}" if limits else ""))
 
 
+def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``names`` and their values (``--name v ...`` or ``--name=v``)."""
+    out, dropping = [], False
+    for arg in argv:
+        if dropping and not arg.startswith("--"):
+            continue
+        dropping = arg in names
+        if not dropping and not arg.startswith(tuple(f"{name}=" for name in names)):
+            out.append(arg)
+    return out
+
+
 def run_per_kernel_set(kernel_sets: list[str], argv: list[str], json_path: str | None) -> None:
     """This benchmark once per kernel set, each in a child process, then every set's ratios."""
     import os
@@ -281,14 +293,8 @@ def main() -> None:
                         help="run everything once per kernel set, each in a child process (avx2: an "
                              "emulation on an AVX-512 CPU, avx2_emulation_env) and print each set's ratios")
     args = parser.parse_args()
-    if args.kernels:
-        argv = sys.argv[1:]  # the same options for each child, without --kernels and --json
-        for flag in ("--kernels", "--json"):
-            if flag in argv:
-                start = argv.index(flag)
-                end = next((i for i in range(start + 1, len(argv)) if argv[i].startswith("--")), len(argv))
-                argv = argv[:start] + argv[end:]
-        run_per_kernel_set(args.kernels, argv, args.json)
+    if args.kernels:  # the same options for each child, without --kernels and --json
+        run_per_kernel_set(args.kernels, without_options(sys.argv[1:], ("--kernels", "--json")), args.json)
         return
     torch.set_num_threads(args.threads)
     NEW_TOKENS = args.new_tokens
