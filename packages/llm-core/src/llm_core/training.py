@@ -47,6 +47,17 @@ class Callback(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
+class StatelessCallback:
+    """Base of a callback with nothing to save with the run: a subclass sets ``name`` and defines
+    ``on_step``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
 class MetricsLog(Protocol):
     """Where the loop logs (a stage's ``metrics.jsonl``)."""
 

@@ -32,7 +32,7 @@ from llm_core.refs import LossRef
 from llm_core.specs import DecontaminateSpec, EngineSpec, RolloutSpec
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
-from llm_core.training import StepPlan, Trainer, epoch_order
+from llm_core.training import StatelessCallback, StepPlan, Trainer, epoch_order
 from llm_core.types import StageResult
 from llm_distill.examples import Example, load_examples, padded
 from llm_distill.options import DistillOptimizer, OnPolicySpec, TeacherSpec
@@ -210,7 +210,7 @@ class DistillStage:
         return rows, masks
 
 
-class SampleSource:
+class SampleSource(StatelessCallback):
     """Splits the teacher-student KL (the loss's ``kl``) by whose tokens it was measured on:
     ``kl_student_samples`` (on-policy steps: the student's own samples) or ``kl_teacher_samples``."""
 
@@ -220,12 +220,6 @@ class SampleSource:
         if "kl" in metrics:
             source = "student" if metrics.get("on_policy") else "teacher"
             metrics[f"kl_{source}_samples"] = metrics["kl"]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
 
 
 class StudentTokens:

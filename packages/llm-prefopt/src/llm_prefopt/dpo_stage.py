@@ -11,7 +11,6 @@ interleaves their chosen / rejected rows and adds each row's cached reference lo
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -20,6 +19,7 @@ from llm_core.engines import TrainEngine
 from llm_core.refs import LossRef
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
+from llm_core.training import StatelessCallback
 from llm_core.types import StageResult
 from llm_prefopt.monitor import CollapseMonitor, CollapseMonitorConfig
 from llm_prefopt.options import PrefTraining, step_indices, train_and_export
@@ -41,7 +41,7 @@ class DpoStageConfig(PrefTraining):
     heldout_pairs: int = Field(200, ge=1, description="held-out pairs evaluated")
 
 
-class HeldoutPairs:
+class HeldoutPairs(StatelessCallback):
     """The loss's metrics (margin, accuracy...) on held-out pairs, as ``eval/...``, every ``every`` steps."""
 
     name = "heldout_pairs"
@@ -69,12 +69,6 @@ class HeldoutPairs:
     def on_step(self, step: int, metrics: dict[str, float], engine: TrainEngine) -> None:
         if (step + 1) % self.every == 0:
             metrics.update(self.evaluate(engine))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
 
 
 class DpoStage:

@@ -8,7 +8,6 @@ verifier loads) and ``report.json``. Resumable through the one training loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -19,6 +18,7 @@ from llm_core.refs import LossRef
 from llm_core.specs import ScheduleName
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
+from llm_core.training import StatelessCallback
 from llm_core.types import StageResult
 from llm_prefopt.options import PrefOptimizer, PrefTraining, step_indices, train_and_export
 from llm_prefopt.pairs import EncodedPair, load_pairs, pair_rows
@@ -46,7 +46,7 @@ def pairwise_accuracy(engine: TrainEngine, pairs: list[EncodedPair]) -> dict[str
     return {"heldout_accuracy": right / len(pairs), "heldout_margin": sum(margins) / len(pairs)}
 
 
-class HeldoutAccuracy:
+class HeldoutAccuracy(StatelessCallback):
     name = "heldout_accuracy"
 
     def __init__(self, pairs: list[EncodedPair], every: int):
@@ -55,12 +55,6 @@ class HeldoutAccuracy:
     def on_step(self, step: int, metrics: dict[str, float], engine: TrainEngine) -> None:
         if (step + 1) % self.every == 0:
             metrics.update(pairwise_accuracy(engine, self.pairs))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
 
 
 class RewardModelStage:

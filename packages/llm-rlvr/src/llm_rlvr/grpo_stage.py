@@ -35,7 +35,7 @@ from llm_core.refs import EstimatorRef, LossRef
 from llm_core.specs import DecontaminateSpec, OptimizerSpec, SamplingSpec, ScheduleName
 from llm_core.stage import StageContext
 from llm_core.threads import limit_threads
-from llm_core.training import StepPlan, Trainer
+from llm_core.training import StatelessCallback, StepPlan, Trainer
 from llm_core.types import Problem, StageResult
 from llm_rlvr.options import RolloutOptions
 from llm_rlvr.rollout import Group, sample_and_verify
@@ -199,7 +199,7 @@ def mini_batches(batch: Mapping[str, list], epochs: int, count: int) -> list[dic
     return out
 
 
-class HeldoutEval:
+class HeldoutEval(StatelessCallback):
     """Greedy pass@1 of the current policy on held-out problems every ``eval.every`` steps."""
 
     name = "heldout_eval"
@@ -213,14 +213,8 @@ class HeldoutEval:
                 self.parts.rollout.update_weights(engine.hf_state_dict())
             metrics["eval_pass_at_1"] = evaluate(self.parts, self.heldout, self.config)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
-
-
-class LogprobGapWarning:
+class LogprobGapWarning(StatelessCallback):
     """A warning for every step whose mean gap between the rollout engine's and the trainer's
     log-probs of the sampled tokens exceeds ``warn_gap`` (a rollout engine off the policy)."""
 
@@ -235,12 +229,6 @@ class LogprobGapWarning:
             log.warning("step %d: rollout and trainer log-probs of the sampled tokens differ by %.3g on average "
                         "(max %.3g; warn_gap %.3g); the ratio uses the %s's", step + 1, gap,
                         float(metrics["logprob_gap_max"]), self.options.warn_gap, self.options.source)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
 
 
 def with_diagnostics(policy_loss: Any) -> Any:
@@ -265,10 +253,7 @@ def with_diagnostics(policy_loss: Any) -> Any:
             entropy = -(logp.exp() * logp).sum(-1)
             metrics["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1.0)
             if rollout_logprobs is not None:
-                gaps = (logprobs.detach() - rollout_logprobs).abs() * mask
-                per_sample = gaps.sum(-1) / mask.sum(-1).clamp(min=1.0)
-                metrics["logprob_gap"] = per_sample.mean()
-                metrics["logprob_gap_max"] = gaps.max()
+                metrics["logprob_gap"], metrics["logprob_gap_max"] = logprob_gap(logprobs, rollout_logprobs, mask)
         return value, metrics
 
     return loss
@@ -331,9 +316,12 @@ def build_batch(parts: Components, groups: list[Group], skip_uniform: bool, old_
         old = parts.engine.logprobs(rows)
         if old_source != "rollout":
             rows["old_logprobs"] = [old[i, :len(ids)].tolist() for i, ids in enumerate(rows["input_ids"])]
-        gaps = [token_gaps(old[i], start, lps) for i, (start, lps) in enumerate(rollout_lps)]
-        means = [sum(g) / max(len(g), 1) for g in gaps]
-        gap = LogprobGap(mean=sum(means) / len(means), max=max((max(g) for g in gaps if g), default=0.0))
+        rollout, completion = torch.zeros_like(old), torch.zeros_like(old)
+        for i, (start, lps) in enumerate(rollout_lps):
+            rollout[i, start - 1:start - 1 + len(lps)] = torch.tensor(lps)
+            completion[i, start - 1:start - 1 + len(lps)] = 1.0
+        mean, largest = logprob_gap(old, rollout, completion)
+        gap = LogprobGap(mean=float(mean), max=float(largest))
     else:
         rows["rollout_logprobs"] = sampled
     if parts.reference is not None:
@@ -342,10 +330,11 @@ def build_batch(parts: Components, groups: list[Group], skip_uniform: bool, old_
     return rows, gap
 
 
-def token_gaps(trainer_row: Any, prompt_len: int, rollout: list[float]) -> list[float]:
-    """|trainer - sampler| logprob of each completion token (labels are shifted one to the left)."""
-    trainer = trainer_row[prompt_len - 1: prompt_len - 1 + len(rollout)].tolist()
-    return [abs(a - b) for a, b in zip(trainer, rollout, strict=True)]
+def logprob_gap(trainer: Any, rollout: Any, mask: Any) -> tuple[Any, Any]:
+    """|trainer - rollout| log-prob of the sampled tokens (where ``mask``; all (B, T) tensors): the
+    mean over samples of each sample's mean, and the largest single token's."""
+    gaps = (trainer - rollout).abs() * mask
+    return (gaps.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean(), gaps.max()
 
 
 def rollout_metrics(groups: list[Group]) -> dict[str, float]:
