@@ -5,8 +5,11 @@ through ``TorchEngine.train_step`` as stages use it (fused AdamW), transformers 
 loop with ``torch.optim.AdamW(foreach=True)``.
 Generation: new tokens/s of sampling 128 tokens for a batch of 8 prompts, with each library's cache.
 Each measurement alternates the two libraries (ours, theirs, ours, ...) so machine noise hits both
-alike; the table shows medians and the ratio. Peak memory: the peak resident set of a fresh process
-doing the same work once, per library.
+alike; the table shows medians and the ratio of the medians (the headline figure), and beside it
+the paired ratio: the median over runs of each run's ratio, ours over the transformers run that
+followed it. The paired ratio holds when the machine's speed drifts between runs, which moves the
+two medians apart unevenly; where the two ratios differ much, the machine was not steady. Peak
+memory: the peak resident set of a fresh process doing the same work once, per library.
 
     uv run python tools/bench_torch.py                     # tiny and 135M shapes, 6 runs each
     uv run python tools/bench_torch.py --sizes tiny --runs 3
@@ -271,8 +274,7 @@ def run_per_kernel_set(kernel_sets: list[str], argv: list[str], json_path: str |
         finally:
             os.unlink(path)
     for kernels, results in summary:
-        print(f"ratios llm-torch / transformers (wall), {kernels} kernels: " + ", ".join(
-            f"{row['size']} {row['task']} {row['ratio']:.2f}x" for row in results))
+        print(f"ratios llm-torch / transformers (wall), {kernels} kernels: " + ratios_line(results))
     if json_path:
         with open(json_path, "w") as handle:
             json.dump(dict(summary), handle, indent=2)
@@ -318,15 +320,26 @@ def main() -> None:
                     row[lib]["peak_rss_mib"], row[lib]["peak_over_imports_mib"] = peak_memory_mib(
                         lib, task, size, args.threads)
             row["ratio"] = row["llm-torch"]["median"] / row["transformers"]["median"]
+            row["paired_ratio"] = paired_ratio(rates["llm-torch"]["wall"], rates["transformers"]["wall"])
             row["cpu_ratio"] = row["llm-torch"]["cpu_median"] / row["transformers"]["cpu_median"]
             results.append(row)
             print(format_row(row), flush=True)
     if results:
-        print("ratios llm-torch / transformers (wall): " + ", ".join(
-            f"{row['size']} {row['task']} {row['ratio']:.2f}x" for row in results))
+        print("ratios llm-torch / transformers (wall): " + ratios_line(results))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
+
+
+def paired_ratio(ours: list[float], theirs: list[float]) -> float:
+    """Median over runs of ours[i] / theirs[i], each run of ours against the run of theirs after it."""
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+
+
+def ratios_line(results: list[dict]) -> str:
+    """``tiny train 1.19x (paired 1.21x), ...``: each row's ratio of medians, then its paired ratio."""
+    return ", ".join(f"{row['size']} {row['task']} {row['ratio']:.2f}x (paired {row['paired_ratio']:.2f}x)"
+                     for row in results)
 
 
 def format_row(row: dict) -> str:
@@ -338,7 +351,8 @@ def format_row(row: dict) -> str:
     return (f"{row['size']:>5} {row['task']:<8} llm-torch {ours['median']:8.1f} tok/s "
             f"(min {ours['min']:.0f}, max {ours['max']:.0f}; per CPU-s {ours['cpu_median']:.0f}) | "
             f"transformers {theirs['median']:8.1f} tok/s (min {theirs['min']:.0f}, max {theirs['max']:.0f}; "
-            f"per CPU-s {theirs['cpu_median']:.0f}) | ratio {row['ratio']:.2f}x (CPU-time {row['cpu_ratio']:.2f}x)"
+            f"per CPU-s {theirs['cpu_median']:.0f}) | ratio {row['ratio']:.2f}x (paired {row['paired_ratio']:.2f}x, "
+            f"CPU-time {row['cpu_ratio']:.2f}x)"
             f"{memory}")
 
 

@@ -176,11 +176,11 @@ def _type_of(prop: dict) -> str:
 def _configure_logging() -> None:
     """llmt's own lines at INFO; other libraries' (gensim, transformers...) only from WARNING up, and
     their progress bars off unless stderr is a terminal, so that a run's log reads as its stages."""
-    import logging
     import os
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("llmt").setLevel(logging.INFO)
+    from llm_core.progress import configure_logging
+
+    configure_logging()
     if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

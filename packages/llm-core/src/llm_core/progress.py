@@ -1,16 +1,41 @@
 """Progress of long work: a live bar on a terminal, a plain line every so often in a log file.
 
 ``progress`` counts shards of a sharded stage; ``TrainingProgress`` follows a training loop (step,
-headline metric such as loss or reward, speed and time left).
+headline metric such as loss or reward, speed and time left). ``configure_logging`` sets up the
+log lines as ``llmt run`` shows them, in the command's process and in the worker processes of the
+local executor (``worker_logging_level`` / ``configure_worker_logging``).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s %(message)s", "%H:%M:%S"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """llmt's own lines (the ``llmt`` logger) from ``level`` up, other libraries' from WARNING up,
+    each line with its time, on stderr."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
+    logging.getLogger("llmt").setLevel(level)
+
+
+def worker_logging_level() -> int | None:
+    """What a worker process needs to log as this one does: the ``llmt`` logger's level where this
+    process has set up logging (a handler on the root logger, as ``llmt run`` installs), else None."""
+    return logging.getLogger("llmt").getEffectiveLevel() if logging.getLogger().handlers else None
+
+
+def configure_worker_logging(level: int | None) -> None:
+    """Initializer of a worker process: ``configure_logging(level)``, or nothing for None. A
+    spawned process starts with no handlers, so without it the INFO lines of shard code are lost."""
+    if level is not None:
+        configure_logging(level)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from llm_core.config import Config
-from llm_core.progress import progress
+from llm_core.progress import configure_worker_logging, progress, worker_logging_level
 
 
 class LocalExecutorConfig(Config):
@@ -38,7 +38,10 @@ class LocalExecutor:
                     advance()
                 return results
             context = multiprocessing.get_context(self.start_method)
-            with ProcessPoolExecutor(min(self.workers, len(items)), mp_context=context) as pool:
+            # Workers log as this process does: a spawned process starts with no logging set up.
+            with ProcessPoolExecutor(min(self.workers, len(items)), mp_context=context,
+                                     initializer=configure_worker_logging,
+                                     initargs=(worker_logging_level(),)) as pool:
                 futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()
