@@ -24,7 +24,7 @@ def test_workers_keep_the_llmt_info_lines(capfd):
             assert f"shard {index} done in a worker" in err
     finally:
         llmt.setLevel(saved_level)
-        for handler in root.handlers:
+        for handler in list(root.handlers):  # a copy: the loop removes from the list
             if handler not in saved_handlers:
                 root.removeHandler(handler)
 

@@ -15,13 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s %(message)s", "%H:%M:%S"
-
 
 def configure_logging(level: int = logging.INFO) -> None:
     """llmt's own lines (the ``llmt`` logger) from ``level`` up, other libraries' from WARNING up,
     each line with its time, on stderr."""
-    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("llmt").setLevel(level)
 
 
