@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llm_torch.linear import Linear, choose_backend, cpu_features, onednn_available
+from llm_torch.linear import Linear, choose_backend, cpu_features, onednn_available, onednn_isa_limit, onednn_matmul
 from llm_torch.model import LlamaModel, ModelConfig
 
 
@@ -47,15 +47,42 @@ def test_backend_rule_per_cpu():
     """oneDNN where it measured faster than MKL (AMD with AVX-512), the BLAS elsewhere."""
     assert choose_backend("AuthenticAMD", frozenset({"avx2", "fma", "avx512f"})) == "onednn"
     assert choose_backend("AuthenticAMD", frozenset({"avx2", "fma"})) == "blas"  # Zen 3
+    # oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA) loses its edge: the AVX2 CPU's rule
+    assert choose_backend("AuthenticAMD", frozenset({"avx2", "fma", "avx512f"}), "AVX2") == "blas"
+    assert choose_backend("AuthenticAMD", frozenset({"avx2", "fma", "avx512f"}), "avx512_core") == "onednn"
     assert choose_backend("GenuineIntel", frozenset({"avx2", "fma", "avx512f"})) == "blas"
     assert choose_backend("", frozenset()) == "blas"  # no /proc/cpuinfo
     vendor, flags = cpu_features()  # this machine's, read once
     assert isinstance(vendor, str) and isinstance(flags, frozenset)
 
 
+def test_onednn_limit_is_read_from_either_variable(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert onednn_isa_limit() == ""
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx2")
+    assert onednn_isa_limit() == "AVX2"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    assert onednn_isa_limit() == "AVX512_CORE"  # the current name wins
+
+
 def test_backend_variable_overrides_the_rule_and_is_checked(matmul_backend):
     assert matmul_backend("blas") == "blas"
-    rule = choose_backend(*cpu_features())
+    rule = choose_backend(*cpu_features(), onednn_isa_limit())
     assert matmul_backend("auto") == (rule if onednn_available() else "blas")
     with pytest.raises(ValueError, match="LLMT_CPU_MATMUL='mkl': use onednn, blas or auto"):
         matmul_backend("mkl")
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN linear")
+def test_onednn_matmul_equals_the_product_for_every_layout():
+    """Row-major or transposed operands, in each of the forms the function picks (the output
+    layer's backward multiplies a transposed 2048 x 8192 buffer by the hidden states)."""
+    torch.manual_seed(0)
+    a, b = torch.randn(48, 40), torch.randn(40, 24)
+    for left in (a, a.t().contiguous().t()):
+        for right in (b, b.t().contiguous().t()):
+            torch.testing.assert_close(onednn_matmul(left, right), left @ right, rtol=1e-5, atol=1e-5)
+    big, small = torch.randn(64, 200), torch.randn(64, 8)  # dW = big^T small: the smaller one is copied
+    torch.testing.assert_close(onednn_matmul(big.t(), small), big.t() @ small, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(onednn_matmul(small.t(), big), small.t() @ big, rtol=1e-5, atol=1e-5)

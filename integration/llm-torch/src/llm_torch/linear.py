@@ -1,17 +1,19 @@
-"""fp32 matmuls on CPU through oneDNN, forward and backward.
+"""fp32 matmuls on CPU through oneDNN: the forward product and the input's gradient.
 
 ``torch.nn.functional.linear`` on a CPU runs fp32 matrix products through the BLAS torch was built
 with (MKL in the PyPI wheels). oneDNN, which torch also ships, has its own just-in-time kernels
 for the machine's vector units; on the AMD EPYC (AVX-512) machines this project is measured on
-they run the model's matmuls about twice as fast as MKL's, forward and backward. ``Linear`` keeps
+they run the model's matmuls 1.4 to 2 times as fast as MKL's, forward and backward. ``Linear`` keeps
 ``nn.Linear``'s parameters (and so the Hugging Face names) and only changes how the product is
 computed: in fp32, on CPU, without autocast; everything else (GPUs, bf16 autocast, builds without
 oneDNN, layers with a bias) takes the usual ``F.linear``. Results equal ``F.linear``'s up to the
-order of summation (relative differences around 1e-6).
+order of summation (relative differences around 1e-6). ``matmul`` is the same choice for a
+plain product (the output layer's backward pass in ``logprobs.py``).
 
 Which of the two is faster depends on the CPU, so the choice is made once per process by
 ``cpu_matmul_backend``: the environment variable ``LLMT_CPU_MATMUL`` (``onednn``, ``blas`` or
-``auto``, the default), where ``auto`` reads the CPU's vendor and vector flags (``cpu_features``).
+``auto``, the default), where ``auto`` reads the CPU's vendor and vector flags (``cpu_features``)
+and the instruction-set limit put on oneDNN (``onednn_isa_limit``).
 The rule is deterministic, never a timing, so that two processes on one machine (a run and its
 resume) always multiply the same way.
 """
@@ -64,14 +66,28 @@ def cpu_features() -> tuple[str, frozenset[str]]:
     return fields.get("vendor_id", ""), frozenset(fields.get("flags", "").split())
 
 
-def choose_backend(vendor: str, flags: frozenset[str]) -> MatmulBackend:
-    """oneDNN on AMD CPUs with AVX-512, the BLAS (MKL) everywhere else.
+# oneDNN instruction-set limits (``ONEDNN_MAX_CPU_ISA``) that leave it no AVX-512 kernels.
+ONEDNN_LIMITS_WITHOUT_AVX512 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"})
+
+
+def onednn_isa_limit() -> str:
+    """The instruction-set limit this process puts on oneDNN (``ONEDNN_MAX_CPU_ISA``, or its older
+    name ``DNNL_MAX_CPU_ISA``), upper-cased; empty when there is none."""
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+
+
+def choose_backend(vendor: str, flags: frozenset[str], onednn_limit: str = "") -> MatmulBackend:
+    """oneDNN on AMD CPUs with AVX-512 that oneDNN may use, the BLAS (MKL) everywhere else.
 
     Measured (fp32, 1 thread, 2048 x 256 x 768 and the backward products): on AMD EPYC with
-    AVX-512 oneDNN runs about 2x MKL, whose AMD code paths are slow; on AVX2-only AMD EPYC
-    (Zen 3) oneDNN's AVX2 kernels lose to MKL (training 0.91x transformers with oneDNN); on Intel
-    Xeon MKL's own AVX-512 and AVX2 kernels are at least as fast (README, "Benchmarks")."""
-    if vendor == "AuthenticAMD" and "avx512f" in flags:
+    AVX-512 oneDNN runs about 1.4-2x MKL, whose AMD code paths are AVX2 (7.9 against 11.5 ms on
+    an AMD EPYC Zen 4); on the same CPU with oneDNN held to AVX2 (``onednn_limit``, see
+    ``onednn_isa_limit``) its kernels lose to MKL (the projections' forward and backward at the
+    tiny-r1 shape, 2 threads: 23-27 against 19-22 ms), as they do on AVX2-only AMD EPYC (Zen 3:
+    training 0.91x transformers with oneDNN); on Intel Xeon MKL's own AVX-512 and AVX2 kernels
+    are at least as fast (README, "Benchmarks")."""
+    if (vendor == "AuthenticAMD" and "avx512f" in flags
+            and onednn_limit.upper() not in ONEDNN_LIMITS_WITHOUT_AVX512):
         return "onednn"
     return "blas"
 
@@ -85,7 +101,7 @@ def cpu_matmul_backend() -> MatmulBackend:
     requested = os.environ.get(BACKEND_VARIABLE, "auto").strip().lower() or "auto"
     if requested not in ("auto", "onednn", "blas"):
         raise ValueError(f"{BACKEND_VARIABLE}={requested!r}: use onednn, blas or auto")
-    backend = choose_backend(*cpu_features()) if requested == "auto" else requested
+    backend = choose_backend(*cpu_features(), onednn_isa_limit()) if requested == "auto" else requested
     return "onednn" if backend == "onednn" and onednn_available() else "blas"
 
 
@@ -145,8 +161,39 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not cpu_autocast() and cpu_matmul_backend() == "onednn")
 
 
+def _plain(t: torch.Tensor) -> bool:
+    """Whether oneDNN reads ``t`` (2-D) as it is: row-major, or the transpose of a row-major matrix."""
+    return t.is_contiguous() or t.t().is_contiguous()
+
+
+def onednn_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` (2-D fp32) by oneDNN, as ``onednn_linear(a, b.T)`` or as ``onednn_linear(b.T, a).T``.
+
+    oneDNN takes a transposed weight as it is but copies a transposed input, so the form whose
+    input is already row-major is taken, and where neither is, the smaller operand is the one
+    copied (the output layer's ``dW = dlogits^T h``: the hidden states, not the logits' gradient)."""
+    if a.is_contiguous() and _plain(b):
+        return onednn_linear(a, b.t())
+    if b.t().is_contiguous() and _plain(a):
+        return onednn_linear(b.t(), a).t()
+    if a.numel() <= b.numel():
+        return onednn_linear(a.contiguous(), b.t() if _plain(b) else b.contiguous().t())
+    return onednn_linear(b.t().contiguous(), a if _plain(a) else a.contiguous()).t()
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for 2-D matrices, by oneDNN where ``use_onednn`` says it is this process's backend."""
+    return onednn_matmul(a, b) if use_onednn(a, b) else a @ b
+
+
 class _OneDNNLinear(torch.autograd.Function):
-    """y = x W^T; dx = dy W; dW = dy^T x, each product by oneDNN."""
+    """y = x W^T and dx = dy W by oneDNN; dW = dy^T x by the BLAS.
+
+    For dW oneDNN must copy one transposed operand and returns a transposed gradient, which
+    autograd copies again into the parameter's layout; the BLAS reads the transposed operand in
+    place. Measured on a 2-core AMD EPYC Zen 4 (AVX-512, 2 threads, ms, MKL / oneDNN with that
+    copy): 3072 rows x 128 -> 384 2.0 / 2.6, 2048 x 256 -> 768 4.2 / 4.7, 1024 x 576 -> 1536
+    9.8 / 11.1; only a deep, narrow matrix went the other way (3072 x 384 -> 128: 2.7 / 1.9)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -160,14 +207,7 @@ class _OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = onednn_linear(grad, weight.t())
         if ctx.needs_input_grad[1]:
-            rows_grad = grad.reshape(-1, grad.shape[-1])
-            rows_x = x.reshape(-1, x.shape[-1])
-            # oneDNN takes a transposed weight as it is but copies a transposed input, so the
-            # smaller of the two goes in as the input: dW = dy^T x, or dW^T = x^T dy.
-            if rows_grad.shape[1] >= rows_x.shape[1]:
-                grad_weight = onednn_linear(rows_x.t(), rows_grad.t()).t()
-            else:
-                grad_weight = onednn_linear(rows_grad.t(), rows_x.t())
+            grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
         return grad_x, grad_weight
 
 
