@@ -3,12 +3,12 @@
 ``torch.nn.functional.linear`` on a CPU runs fp32 matrix products through the BLAS torch was built
 with (MKL in the PyPI wheels). oneDNN, which torch also ships, has its own just-in-time kernels
 for the machine's vector units; on the AMD EPYC (AVX-512) machines this project is measured on
-they run the model's matmuls 1.4 to 2 times as fast as MKL's, forward and backward. ``Linear`` keeps
+they run the model's forward products 1.4 to 2 times as fast as MKL's. ``Linear`` keeps
 ``nn.Linear``'s parameters (and so the Hugging Face names) and only changes how the product is
 computed: in fp32, on CPU, without autocast; everything else (GPUs, bf16 autocast, builds without
 oneDNN, layers with a bias) takes the usual ``F.linear``. Results equal ``F.linear``'s up to the
 order of summation (relative differences around 1e-6). ``matmul`` is the same choice for a
-plain product (the output layer's backward pass in ``logprobs.py``).
+plain product (the output layer and its backward pass in ``logprobs.py``).
 
 Which of the two is faster depends on the CPU, so the choice is made once per process by
 ``cpu_matmul_backend``: the environment variable ``LLMT_CPU_MATMUL`` (``onednn``, ``blas`` or
@@ -81,7 +81,7 @@ def choose_backend(vendor: str, flags: frozenset[str], onednn_limit: str = "") -
 
     Measured (fp32, 1 thread, 2048 x 256 x 768 and the backward products): on AMD EPYC with
     AVX-512 oneDNN runs about 1.4-2x MKL, whose AMD code paths are AVX2 (7.9 against 11.5 ms on
-    an AMD EPYC Zen 4); on the same CPU with oneDNN held to AVX2 (``onednn_limit``, see
+    an AMD EPYC Zen 4 with AVX-512); on the same CPU with oneDNN held to AVX2 (``onednn_limit``, see
     ``onednn_isa_limit``) its kernels lose to MKL (the projections' forward and backward at the
     tiny-r1 shape, 2 threads: 23-27 against 19-22 ms), as they do on AVX2-only AMD EPYC (Zen 3:
     training 0.91x transformers with oneDNN); on Intel Xeon MKL's own AVX-512 and AVX2 kernels
@@ -161,29 +161,36 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not cpu_autocast() and cpu_matmul_backend() == "onednn")
 
 
-def _plain(t: torch.Tensor) -> bool:
-    """Whether oneDNN reads ``t`` (2-D) as it is: row-major, or the transpose of a row-major matrix."""
-    return t.is_contiguous() or t.t().is_contiguous()
+def _as_weight(w: torch.Tensor) -> torch.Tensor:
+    """``w`` as oneDNN's weight argument, which it reads in place when row-major or transposed."""
+    return w if w.is_contiguous() or w.t().is_contiguous() else w.contiguous()
 
 
 def onednn_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` (2-D fp32) by oneDNN, as ``onednn_linear(a, b.T)`` or as ``onednn_linear(b.T, a).T``.
+    """``a @ b`` (2-D fp32) by oneDNN: ``onednn_linear(a, b.T)``, or ``onednn_linear(b.T, a).T``
+    when ``a`` is a transposed view larger than ``b``.
 
-    oneDNN takes a transposed weight as it is but copies a transposed input, so the form whose
-    input is already row-major is taken, and where neither is, the smaller operand is the one
-    copied (the output layer's ``dW = dlogits^T h``: the hidden states, not the logits' gradient)."""
-    if a.is_contiguous() and _plain(b):
-        return onednn_linear(a, b.t())
-    if b.t().is_contiguous() and _plain(a):
-        return onednn_linear(b.t(), a).t()
-    if a.numel() <= b.numel():
-        return onednn_linear(a.contiguous(), b.t() if _plain(b) else b.contiguous().t())
-    return onednn_linear(b.t().contiguous(), a if _plain(a) else a.contiguous()).t()
+    oneDNN copies an input that is not row-major, so of the two forms the one whose copy is the
+    smaller is taken (the output layer's ``dW = dlogits^T h`` copies the hidden states, not the
+    logits' gradient)."""
+    if a.is_contiguous() or a.numel() <= b.numel():
+        return onednn_linear(a.contiguous(), _as_weight(b.t()))
+    return onednn_linear(b.t().contiguous(), _as_weight(a)).t()
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for 2-D matrices, by oneDNN where ``use_onednn`` says it is this process's backend."""
-    return onednn_matmul(a, b) if use_onednn(a, b) else a @ b
+def matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None,
+           accumulate: bool = False) -> torch.Tensor:
+    """``a @ b`` for 2-D matrices, by oneDNN where ``use_onednn`` says it is this process's backend,
+    else by the BLAS. With ``out`` the product is written into it, or added to it (``accumulate``);
+    the BLAS does both in place (``torch.mm(out=)``, ``addmm_``), oneDNN through one temporary."""
+    if use_onednn(a, b):
+        product = onednn_matmul(a, b)
+        if out is None:
+            return product
+        return out.add_(product) if accumulate else out.copy_(product)
+    if out is None:
+        return a @ b
+    return out.addmm_(a, b) if accumulate else torch.mm(a, b, out=out)
 
 
 class _OneDNNLinear(torch.autograd.Function):

@@ -11,8 +11,8 @@ in place into the logits' gradient, ``g * (onehot(label) - softmax)``, and multi
 weight and the hidden states. One B x T x V buffer in all, and about a quarter less time for the
 output layer and its loss on a 2-core Intel Xeon @ 2.60GHz, AVX-512 (199 -> 152 ms at 2048
 rows and an 8k vocabulary). Every product, forward and backward, takes the process's matmul
-backend (``linear.matmul``): on an AMD EPYC Zen 4 with oneDNN the backward's two products went
-from 114 ms (MKL) to about 90 ms a step at that shape.
+backend (``linear.matmul``): on an AMD EPYC Zen 4 (AVX-512) with oneDNN the backward's two
+products went from 114 ms (MKL) to about 90 ms a step at that shape.
 
 When that buffer would exceed ``KEEP_PROBS_BYTES`` (long sequences, large vocabularies), nothing
 of size V is kept: the backward recomputes each chunk's logits, trading one more matmul with the
@@ -31,7 +31,7 @@ import weakref
 
 import torch
 
-from llm_torch.linear import matmul, onednn_linear, use_onednn
+from llm_torch.linear import matmul
 
 CHUNK_ROWS = 512  # rows projected at once (measured best of 64-1024 at the 8k and 49k vocabularies)
 KEEP_PROBS_BYTES = 512 * 2**20  # the largest (rows x vocab) fp32 buffer kept from forward to backward
@@ -66,16 +66,6 @@ def release_scratch() -> None:
     _scratch.buffer = _scratch.holder = None
 
 
-def _project(hidden: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``hidden @ weight.T`` (into ``out`` when given, which saves a fresh allocation)."""
-    if use_onednn(hidden, weight):
-        logits = onednn_linear(hidden, weight)
-        return logits if out is None else out.copy_(logits)
-    if out is None:
-        return hidden @ weight.t()
-    return torch.mm(hidden, weight.t(), out=out)
-
-
 def _exp_shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn ``logits`` (rows, V) in place into exp(logits - row max); return (log p(label), row sums)."""
     row_max = logits.amax(dim=1, keepdim=True)
@@ -96,7 +86,7 @@ class _LabelLogprobs(torch.autograd.Function):
         sums = torch.empty(rows, 1, dtype=torch.float32, device=hidden.device)
         for start in range(0, rows, CHUNK_ROWS):
             part = slice(start, start + CHUNK_ROWS)
-            logits = _project(hidden[part], weight, None if shifted is None else shifted[part]).float()
+            logits = matmul(hidden[part], weight.t(), None if shifted is None else shifted[part]).float()
             out[part], sums[part] = _exp_shifted(logits, labels[part])
         ctx.save_for_backward(hidden, weight, labels, sums, *([] if shifted is None else [shifted]))
         ctx.kept, ctx.used = keep, False
@@ -117,13 +107,13 @@ class _LabelLogprobs(torch.autograd.Function):
             if ctx.kept:
                 shifted = kept[0][part]
             else:
-                shifted = _project(hidden[part], weight).float()
+                shifted = matmul(hidden[part], weight.t()).float()
                 _exp_shifted(shifted, labels[part])
             dlogits = shifted.mul_(-g / sums[part]).scatter_add_(1, labels[part, None], g).to(hidden.dtype)
             if grad_hidden is not None:
                 grad_hidden[part] = matmul(dlogits, weight)
             if grad_weight is not None:
-                grad_weight += matmul(dlogits.t(), hidden[part])
+                matmul(dlogits.t(), hidden[part], grad_weight, accumulate=True)
         if ctx.kept and ctx.needs_input_grad[1]:  # one product over every row: larger, so faster
             grad_weight = matmul(kept[0].to(hidden.dtype).t(), hidden)
         return grad_hidden, grad_weight, None
