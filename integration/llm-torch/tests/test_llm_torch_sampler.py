@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from llm_core.specs import SamplingSpec
-from llm_torch.decode import DecodeLinear, DecodeWeights
+from llm_torch import sampler
+from llm_torch.decode import DecodeLinear, DecodeWeights, DecodeWeightsCache
 from llm_torch.sampler import choose_tokens, filter_logits, inverse_cdf_sample, nucleus_mask
 
 
@@ -189,8 +190,9 @@ def test_inverse_cdf_sampling_never_draws_a_zero_weight():
 
 
 def test_generation_uses_the_weights_of_the_moment(tiny_engine):
-    """The decoding weights (fused q/k/v and gate/up, packed) are rebuilt per call: after an
-    optimizer step (which changes the weights in place) greedy decoding follows the new weights."""
+    """The decoding weights (fused q/k/v and gate/up, packed) the engine keeps between calls are
+    dropped at every training step: after optimizer steps (fused AdamW changes the weights in place
+    without bumping their version counters) greedy decoding follows the new weights."""
     from llm_core.builtins.losses import cross_entropy
 
     prompt, greedy = [11, 12, 13, 14], SamplingSpec(max_new_tokens=6, temperature=0)
@@ -249,3 +251,52 @@ def test_decode_layout_rule(matmul_backend):
     assert linear.decode_layout(256, 768, model_bytes=cache + 1) == "packed"
     matmul_backend("onednn")
     assert linear.decode_layout(256, 768, model_bytes=1) == "packed"
+
+
+def _token_ids(groups):
+    return [sample.token_ids for group in groups for sample in group]
+
+
+def test_decode_weights_are_kept_while_the_weights_are_unchanged(tiny_engine):
+    """``DecodeWeightsCache``: a second call with the same weights and rows reuses the copy; a
+    weight written in place from outside the engine (its version counter moves), another row count
+    or ``sleep`` rebuild it; every call decodes as an uncached one does."""
+    model, prompts = tiny_engine.model, [[5, 6, 7], [8, 9]]
+    spec = SamplingSpec(max_new_tokens=5, temperature=1.0, top_p=0.9, seed=3)
+    kept = tiny_engine._decode_weights
+
+    def uncached():
+        return _token_ids(sampler.generate(model, prompts, 1, spec, pad_id=0))
+
+    first = tiny_engine.generate(prompts, 1, spec)
+    copy = kept._weights
+    assert _token_ids(tiny_engine.generate(prompts, 1, spec)) == _token_ids(first) == uncached()
+    assert kept._weights is copy
+    with torch.no_grad():  # outside the engine: a weight update it is not told about
+        model.lm_head.weight.mul_(-1.0)
+    changed = tiny_engine.generate(prompts, 1, spec)
+    assert kept._weights is not copy and _token_ids(changed) == uncached() != _token_ids(first)
+    copy = kept._weights
+    tiny_engine.generate(prompts, 2, spec)  # twice the rows: another layout for them
+    assert kept._weights is not copy
+    tiny_engine.sleep()
+    assert kept._weights is None
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)
+
+
+def test_a_kept_copy_is_rebuilt_for_another_model_or_autocast():
+    """The key holds every matrix's identity and the autocast state: a cache handed another model,
+    or used under autocast, builds the copy for it."""
+    from llm_torch.model import LlamaModel, ModelConfig
+
+    config = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                         num_kv_heads=1)
+    cache, (a, b) = DecodeWeightsCache(), (LlamaModel(config), LlamaModel(config))
+    first = cache.get(a, rows=4)
+    assert cache.get(a, rows=4) is first and cache.get(b, rows=4) is not first
+    plain = cache.get(b, rows=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # no packed fp32 copies under autocast
+        under_autocast = cache.get(b, rows=4)
+        assert under_autocast is not plain and cache.get(b, rows=4) is under_autocast
+    assert cache.get(b, rows=4) is not under_autocast

@@ -21,6 +21,7 @@ from llm_core.specs import OptimizerSpec, SamplingSpec
 from llm_core.types import Sample
 from llm_torch import hf, sampler
 from llm_torch.batches import ENGINE_KEYS, IGNORE_INDEX, accepted_names, prepare_batch, rows_of
+from llm_torch.decode import DecodeWeightsCache
 from llm_torch.linear import Linear
 from llm_torch.logprobs import label_logprobs, release_scratch
 from llm_torch.model import LlamaModel, ModelConfig
@@ -64,6 +65,9 @@ class TorchEngine:
                                  spec.decay_fraction)
         self.grad_clip = spec.grad_clip
         self.step = 0  # optimizer steps taken
+        # Decoding copies of the weights, kept between generate calls; dropped wherever the weights
+        # may change (a fused AdamW step does not bump the version counters the cache checks).
+        self._decode_weights = DecodeWeightsCache()
         self.optimizer: torch.optim.Optimizer | None = None
         if optimizer is not None:
             self.optimizer = self._build_optimizer(spec)
@@ -161,6 +165,7 @@ class TorchEngine:
     def forward_backward(self, batch: Mapping[str, Any], loss_fn: Callable[..., Any], scale: float = 1.0,
                          sync: bool = True) -> dict[str, float]:
         """Loss and gradients of one micro-batch, gradients scaled by ``scale`` and accumulated."""
+        self._decode_weights.clear()  # training memory first: rollouts rebuild it after the step
         tensors, shard, weight = self.prepare(batch), {}, 1.0
         if self.context_parallel is not None:
             tensors, shard, weight = self._sequence_shard(tensors)
@@ -234,6 +239,7 @@ class TorchEngine:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         self._clip(params, grad_norm)
         self.optimizer.step()
+        self._decode_weights.clear()
         self.optimizer.grad_scale = None
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -298,7 +304,8 @@ class TorchEngine:
                 return sampler.generate(self.model, prompt_ids, n, sampling,
                                         pad_id=tok.pad_id if tok else 0,
                                         stop_ids=tok.stop_ids() if tok else (),
-                                        decode=tok.decode if tok else None)
+                                        decode=tok.decode if tok else None,
+                                        decode_weights=self._decode_weights)
         finally:
             self.model.train(was_training)
 
@@ -308,6 +315,7 @@ class TorchEngine:
             weights = weights.model.state_dict()
         elif isinstance(weights, str):
             weights = hf.load_checkpoint(weights)[0].state_dict()
+        self._decode_weights.clear()
         missing, unexpected = self.model.load_state_dict(dict(weights), strict=False)
         missing = [k for k in missing if not (k == "lm_head.weight" and self.model.config.tie_embeddings)
                    and not k.startswith("value_head.")]
@@ -316,9 +324,10 @@ class TorchEngine:
                              f"unexpected {unexpected[:5]}")
 
     def sleep(self) -> None:
-        """Free the output layer's reusable training buffer (``llm_torch.logprobs``); decoding
-        buffers live only inside a ``generate`` call."""
+        """Free the output layer's reusable training buffer (``llm_torch.logprobs``) and the
+        decoding copy of the weights kept between ``generate`` calls (``llm_torch.decode``)."""
         release_scratch()
+        self._decode_weights.clear()
 
     def wake(self) -> None:
         """See ``sleep``."""
@@ -371,6 +380,7 @@ class TorchEngine:
                 "rng": torch.get_rng_state()}
 
     def load_training_state(self, state: Mapping[str, Any]) -> None:
+        self._decode_weights.clear()
         self.model.load_state_dict(state["model"])
         self.step = int(state["step"])
         if self.optimizer is not None and state.get("optimizer") is not None:

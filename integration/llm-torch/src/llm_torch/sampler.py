@@ -16,7 +16,7 @@ import torch
 
 from llm_core.specs import SamplingSpec
 from llm_core.types import Sample
-from llm_torch.decode import DecodeWeights
+from llm_torch.decode import DecodeWeights, DecodeWeightsCache
 from llm_torch.model import KVCache, LlamaModel, padding_mask
 
 
@@ -157,8 +157,12 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tens
 @torch.inference_mode()
 def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingSpec,
              *, pad_id: int, stop_ids: Sequence[int] = (),
-             decode: Callable[[list[int]], str] | None = None) -> list[list[Sample]]:
-    """``n`` samples for each prompt, in prompt order. Stop tokens end a sample and are kept in it."""
+             decode: Callable[[list[int]], str] | None = None,
+             decode_weights: DecodeWeightsCache | None = None) -> list[list[Sample]]:
+    """``n`` samples for each prompt, in prompt order. Stop tokens end a sample and are kept in it.
+
+    ``decode_weights`` keeps the weights prepared for decoding from call to call (``decode.py``);
+    without it each call prepares its own."""
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("generate: every prompt needs at least one token (a BOS or a chat header)")
     device = next(model.parameters()).device
@@ -173,7 +177,8 @@ def generate(model: LlamaModel, prompt_ids: Sequence[Sequence[int]], n: int, sam
     ids, prompt_mask = (t.to(device) for t in _left_pad(prompt_ids, pad_id))
     batch, width = ids.shape
     total = width + sampling.max_new_tokens
-    cache = KVCache(model.config, batch, total, dtype, device, weights=DecodeWeights.of(model, batch * n))
+    weights = decode_weights.get(model, batch * n) if decode_weights is not None else DecodeWeights.of(model, batch * n)
+    cache = KVCache(model.config, batch, total, dtype, device, weights=weights)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     no_padding = bool(prompt_mask.all())
     hidden = model.hidden(ids, positions, None if no_padding else padding_mask(prompt_mask, width), cache)
