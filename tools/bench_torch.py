@@ -150,8 +150,8 @@ def timed(fn) -> tuple[float, float]:
     return tokens / (time.perf_counter() - wall), tokens / (time.process_time() - cpu)
 
 
-def side_by_side(task: str, size: str, runs: int) -> dict[str, dict[str, list[float]]]:
-    ours, theirs = build(size)
+def side_by_side(task: str, size: str, runs: int, ours, theirs) -> dict[str, dict[str, list[float]]]:
+    """Rates of both libraries on the task, alternating; ``ours``, ``theirs`` from ``build``."""
     runners = {"llm-torch": make_runner("llm-torch", task, size, ours),
                "transformers": make_runner("transformers", task, size, theirs)}
     for fn in runners.values():  # warm-up: allocator, kernels, first-call overheads
@@ -316,7 +316,8 @@ def main() -> None:
                     peak, over = peak_memory_mib(lib, task, size, args.threads)
                     print(f"{size:>5} {task:<8} {lib:<12} peak RSS {peak:.0f} MiB, {over:.0f} MiB over imports")
                 continue
-            rates = side_by_side(task, size, args.runs)
+            ours, theirs = build(size)
+            rates = side_by_side(task, size, args.runs, ours, theirs)
             row = {"size": size, "task": task, "runs": args.runs, "threads": args.threads,
                    "new_tokens": NEW_TOKENS}
             for lib, values in rates.items():
@@ -330,7 +331,7 @@ def main() -> None:
             row["paired_ratio"] = paired_ratio(rates["llm-torch"]["wall"], rates["transformers"]["wall"])
             row["cpu_ratio"] = row["llm-torch"]["cpu_median"] / row["transformers"]["cpu_median"]
             if task == "generate":
-                row["decode_preparation_s"] = decode_preparation_s(size)
+                row["decode_preparation_s"] = decode_preparation_s(ours)
             results.append(row)
             print(format_row(row), flush=True)
             if task == "generate":
@@ -342,11 +343,11 @@ def main() -> None:
             json.dump(results, handle, indent=2)
 
 
-def decode_preparation_s(size: str) -> float:
-    """Seconds llm-torch takes to prepare its decoding weights for the benchmark's batch (median of 3)."""
+def decode_preparation_s(model) -> float:
+    """Seconds llm-torch takes to prepare ``model``'s decoding weights for the benchmark's batch
+    (median of 3)."""
     from llm_torch.decode import DecodeWeights
 
-    model = build_one("llm-torch", size)
     times = []
     for _ in range(3):
         start = time.perf_counter()

@@ -1,8 +1,8 @@
 """Weights prepared for decoding: a few rows per matmul, many steps with the same weights.
 
 A generation step multiplies one row per sequence by every weight matrix of the model. At that
-shape a plain matmul runs far below the machine's speed, so ``generate`` prepares, once per call,
-copies of the weights that decode faster:
+shape a plain matmul runs far below the machine's speed, so ``generate`` decodes with copies of the
+weights that decode faster, prepared once per weight change (``DecodeWeightsCache``, below):
 
 - projections that read the same input are concatenated (q / k / v, and gate / up), so a layer
   runs four matmuls instead of seven;
@@ -15,7 +15,7 @@ copies of the weights that decode faster:
 
 These are copies: the model's parameters (names, storage, gradients) are untouched. Inference
 only: no gradient flows through them. Building them copies every matrix, which is not free (0.34 to
-0.46 s for SmolLM2-135M on a 2-core AMD EPYC Zen 4 under the AVX2 emulation, mostly first touches
+0.46 s for SmolLM2-135M on a 2-core AMD EPYC Zen 4 (AVX-512) under the AVX2 emulation, mostly first touches
 of the new memory: about 3 ms of each step of a 128-token generation). ``DecodeWeightsCache`` keeps
 the last copy for the next ``generate`` call while the weights are unchanged, as in evaluation,
 which decodes batch after batch with the same weights; without one, every call builds its own.
@@ -122,7 +122,7 @@ class DecodeWeightsCache:
 
     def get(self, model: Any, rows: int) -> DecodeWeights:
         key = (rows, cpu_autocast(), _matrix_versions(model))
-        if self._weights is None or key != self._key:
+        if key != self._key:  # the key is None while nothing is kept
             self.clear()  # the old copy is freed before the new one is built
             self._weights, self._key = DecodeWeights.of(model, rows), key
         return self._weights
