@@ -234,15 +234,24 @@ def describe_cpu() -> str:
     from llm_torch.linear import cpu_features, cpu_matmul_backend
 
     vendor, flags = cpu_features()
-    model = platform.processor()
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+            for line in handle:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
+    model = fields.get("model name", platform.processor())
+    # Family and model tell CPU generations apart where the name does not: "AMD EPYC" alone may be
+    # a Zen 3 (family 25, Milan model 1), a Zen 4 (family 25, Genoa model 17) or a Zen 5 (family 26).
+    generation = ", ".join(f"{name} {fields[name]}" for name in ("cpu family", "model", "stepping") if name in fields)
     present = [flag for flag in VECTOR_FLAGS if flag in flags] or ["(flags unknown)"]
     limits = [f"{name}={os.environ[name]}" for name in EMULATION_VARIABLES if name in os.environ]
-    return (f"CPU: {model} ({vendor or 'vendor unknown'}, {os.cpu_count()} logical CPUs); vector flags: "
+    return (f"CPU: {model} ({vendor or 'vendor unknown'}{', ' + generation if generation else ''}, "
+            f"{os.cpu_count()} logical CPUs); vector flags: "
             f"{' '.join(present)}\n"
             f"torch {torch.__version__}: ATen kernels {torch.backends.cpu.get_cpu_capability()}, "
             f"llm-torch fp32 matmuls by {cpu_matmul_backend()}; numpy targets {numpy_simd()}"

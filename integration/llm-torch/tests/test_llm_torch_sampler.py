@@ -235,21 +235,26 @@ def test_decode_weights_compute_the_same_projections(layout):
         assert kept.packed is None and kept.transposed is None and kept.weight is not None
 
 
-def test_decode_layout_rule(matmul_backend):
-    """``decode_layout``: packed where oneDNN is the backend, for large matrices and for models
-    larger than the last-level cache; else transposed for wide matrices and plain for deep ones."""
+def test_decode_layout_rule(matmul_backend, monkeypatch):
+    """``decode_layout``: packed where oneDNN is the backend, on AMD CPUs, for large matrices and for
+    models larger than the last-level cache; else transposed for wide matrices and plain for deep ones."""
     from llm_torch import linear
 
     if not linear.onednn_available():
         pytest.skip("this torch build has no oneDNN")
     cache = linear.last_level_cache_bytes()
     assert cache > 0
+    monkeypatch.setattr(linear, "cpu_features", lambda: ("GenuineIntel", frozenset({"avx2", "avx512f"})))
     matmul_backend("blas")
     assert linear.decode_layout(1536, 256, model_bytes=cache // 2) == "transposed"
     assert linear.decode_layout(256, 768, model_bytes=cache // 2) == "plain"
     assert linear.decode_layout(8192, 256, model_bytes=cache // 2) == "packed"  # 8 MiB
     assert linear.decode_layout(256, 768, model_bytes=cache + 1) == "packed"
     matmul_backend("onednn")
+    assert linear.decode_layout(256, 768, model_bytes=1) == "packed"
+    matmul_backend("blas")  # on AMD, packed whatever the backend and the sizes
+    monkeypatch.setattr(linear, "cpu_features", lambda: ("AuthenticAMD", frozenset({"avx2"})))
+    assert linear.decode_layout(1536, 256, model_bytes=1) == "packed"
     assert linear.decode_layout(256, 768, model_bytes=1) == "packed"
 
 
