@@ -231,19 +231,10 @@ def describe_cpu() -> str:
     import os
     import platform
 
-    from llm_torch.linear import cpu_features, cpu_matmul_backend
+    from llm_torch.linear import cpu_features, cpu_info, cpu_matmul_backend
 
     vendor, flags = cpu_features()
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if not line.strip():
-                    break  # the first processor's block is enough
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
+    fields = cpu_info()
     model = fields.get("model name", platform.processor())
     # Family and model tell CPU generations apart where the name does not: "AMD EPYC" alone may be
     # a Zen 3 (family 25, Milan model 1), a Zen 4 (family 25, Genoa model 17) or a Zen 5 (family 26).

@@ -52,17 +52,31 @@ BACKEND_VARIABLE = "LLMT_CPU_MATMUL"
 
 
 @functools.cache
-def cpu_features() -> tuple[str, frozenset[str]]:
-    """(vendor id, e.g. ``AuthenticAMD`` / ``GenuineIntel``; the CPU's flags) from /proc/cpuinfo.
-
-    Empty where there is no /proc/cpuinfo (macOS, Windows): ``auto`` then takes the BLAS."""
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (``vendor_id``, ``model name``, ``cpu family``,
+    ``model``, ``flags`` ...); empty where there is none (macOS, Windows)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as handle:
-            lines = handle.read().splitlines()
+            for line in handle:
+                if not line.strip():
+                    break  # every processor repeats the same block
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
+        pass
+    return fields
+
+
+@functools.cache
+def cpu_features() -> tuple[str, frozenset[str]]:
+    """(vendor id, e.g. ``AuthenticAMD`` / ``GenuineIntel``; the CPU's flags) from ``cpu_info``.
+
+    Where there is no /proc/cpuinfo the vendor is ``platform.processor()`` and the flags are empty:
+    ``auto`` then takes the BLAS."""
+    fields = cpu_info()
+    if not fields:
         return platform.processor(), frozenset()
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
     return fields.get("vendor_id", ""), frozenset(fields.get("flags", "").split())
 
 
@@ -146,7 +160,9 @@ def decode_layout(out_features: int, in_features: int, model_bytes: int) -> Deco
     matrices too (8 rows, 2 threads, us, plain / transposed / packed): 256 -> 512 47 / 51 / 40,
     256 -> 1536 118 / 136 / 70, 768 -> 256 62 / 61 / 47, 256 -> 8192 867 / 951 / 267; only 256 ->
     256 went the other way (24 / 24 / 30). The benchmark's tiny generation went from 1,394 to 1,771
-    tok/s with it. Deterministic, like the backend rule, so that every process decodes with the same
+    tok/s with it (the same emulation). In tiny-r1's ``eval`` (128-256 rows that finish at
+    different steps, 1 thread) it changed nothing in time and raised the peak memory by 40 MiB to
+    0.13 GiB. Deterministic, like the backend rule, so that every process decodes with the same
     arithmetic."""
     matrix_bytes = out_features * in_features * 4
     if onednn_available() and (cpu_matmul_backend() == "onednn" or cpu_features()[0] == "AuthenticAMD"
